@@ -1,0 +1,56 @@
+"""Shared fixtures: a data root with the demo images written once per session,
+and a helper that runs the real train.py entry point."""
+import os
+import os.path as osp
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """A DATA root holding the demo digits (images written once per session)."""
+    from datasets.demo import ensure_demo_images
+
+    root = tmp_path_factory.mktemp("data")
+    ensure_demo_images(str(root / "demo_digits"))
+    return str(root)
+
+
+def make_cfg(root, dataset_config=None, trainer_config=None, opts=()):
+    """A frozen config built exactly as train.py builds it."""
+    import train
+
+    argv = ["--root", str(root)]
+    if dataset_config:
+        argv += ["--dataset-config-file", osp.join(ROOT, dataset_config)]
+    if trainer_config:
+        argv += ["--config-file", osp.join(ROOT, trainer_config)]
+    args = train.get_parser().parse_args(argv + list(opts))
+    return train.setup_cfg(args)
+
+
+def run_train(*argv, check=True, timeout=600, env=None):
+    """Run ``python train.py ARGV`` in a subprocess; return CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.setdefault("OMP_NUM_THREADS", "2")
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, osp.join(ROOT, "train.py"), *map(str, argv)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
+    return proc

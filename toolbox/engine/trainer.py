@@ -1,0 +1,403 @@
+"""Trainer lifecycle (as dassl.engine.trainer).
+
+A method overrides a few hooks: ``build_model``, ``forward_backward``,
+``parse_batch_train`` and ``model_inference``. This module does the rest:
+epochs, logging, TensorBoard, atomic checkpoints with RNG state (so a resumed
+run continues exactly), best-val selection and per-task results.json.
+"""
+import datetime
+import hashlib
+import os.path as osp
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from ..data import DataManager
+from ..errors import UserError
+from ..evaluation import build_evaluator
+from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
+                     mkdir_if_missing, save_checkpoint, set_rng_state, write_json)
+
+
+class TrainerBase:
+    """Model registry, checkpoints and the epoch loop."""
+
+    def __init__(self):
+        self._models = OrderedDict()
+        self._optims = OrderedDict()
+        self._scheds = OrderedDict()
+        self._writer = None
+
+    def register_model(self, name="model", model=None, optim=None, sched=None):
+        if self.__dict__.get("_models") is None:
+            raise AttributeError("Cannot assign model before super().__init__() call")
+        if self.__dict__.get("_optims") is None:
+            raise AttributeError("Cannot assign optim before super().__init__() call")
+        if self.__dict__.get("_scheds") is None:
+            raise AttributeError("Cannot assign sched before super().__init__() call")
+        assert name not in self._models, "Found duplicate model names"
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+
+    def get_model_names(self, names=None):
+        names_real = list(self._models.keys())
+        if names is not None:
+            names = [names] if not isinstance(names, list) else names
+            for name in names:
+                assert name in names_real
+            return names
+        return names_real
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        names = self.get_model_names()
+        rng_state = get_rng_state()
+        for name in names:
+            model_dict = self._models[name].state_dict()
+            optim_dict = self._optims[name].state_dict() if self._optims[name] is not None else None
+            sched_dict = self._scheds[name].state_dict() if self._scheds[name] is not None else None
+            state = {"state_dict": model_dict, "epoch": epoch + 1, "val_result": val_result,
+                     "rng_state": rng_state}
+            if optim_dict is not None:
+                state["optimizer"] = optim_dict
+            if sched_dict is not None:
+                state["scheduler"] = sched_dict
+            save_checkpoint(state, osp.join(directory, name), is_best=is_best,
+                            model_name=model_name)
+
+    def resume_model_if_exist(self, directory):
+        names = self.get_model_names()
+        if not all(osp.exists(osp.join(directory, n, "checkpoint")) for n in names):
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f"Found checkpoint at {directory} (will resume training)")
+        start_epoch = 0
+        for name in names:
+            with open(osp.join(directory, name, "checkpoint")) as f:
+                fname = f.readline().strip()
+            ckpt = load_checkpoint(osp.join(directory, name, fname))
+            self._models[name].load_state_dict(ckpt["state_dict"], strict=False)
+            if self._optims[name] is not None and "optimizer" in ckpt:
+                self._optims[name].load_state_dict(ckpt["optimizer"])
+            if self._scheds[name] is not None and "scheduler" in ckpt:
+                self._scheds[name].load_state_dict(ckpt["scheduler"])
+            start_epoch = ckpt["epoch"]
+            if ckpt.get("rng_state") is not None:
+                set_rng_state(ckpt["rng_state"])
+            print(f"Loaded {name} from {fname}, resuming at epoch {start_epoch + 1}")
+        return start_epoch
+
+    def load_model(self, directory, epoch=None):
+        """Load weights saved by ``save_model``: epoch N, else the best-val
+        model where one was saved, else the latest checkpoint."""
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        names = self.get_model_names()
+        for name in names:
+            mdir = osp.join(directory, name)
+            if epoch is not None:
+                model_file = "model.pth.tar-" + str(epoch)
+            elif osp.exists(osp.join(mdir, "model-best.pth.tar")):
+                model_file = "model-best.pth.tar"
+            elif osp.exists(osp.join(mdir, "checkpoint")):
+                with open(osp.join(mdir, "checkpoint")) as f:
+                    model_file = f.readline().strip()
+            else:
+                raise UserError(f"no saved model in {mdir}; check --model-dir (it should hold "
+                                f"the folder '{name}' written by training)")
+            model_path = osp.join(mdir, model_file)
+            if not osp.exists(model_path):
+                raise UserError(f"model file not found: {model_path}; check --model-dir and "
+                                "--load-epoch")
+            ckpt = load_checkpoint(model_path)
+            print(f"Loading weights to {name} from {model_path} (epoch = {ckpt['epoch']})")
+            self._models[name].load_state_dict(ckpt["state_dict"], strict=False)
+
+    def set_model_mode(self, mode="train", names=None):
+        for name in self.get_model_names(names):
+            if mode == "train":
+                self._models[name].train()
+            elif mode in ("test", "eval"):
+                self._models[name].eval()
+            else:
+                raise KeyError(mode)
+
+    def update_lr(self, names=None):
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def detect_anomaly(self, loss):
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError("Loss is infinite or NaN!")
+
+    def init_writer(self, log_dir):
+        if self.__dict__.get("_writer") is None or self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                print("Note: tensorboard is not installed; no TensorBoard scalars")
+                return
+            print(f"Initialize tensorboard (log_dir={log_dir})")
+            self._writer = SummaryWriter(log_dir=log_dir)
+
+    def close_writer(self):
+        if self._writer is not None:
+            self._writer.close()
+
+    def write_scalar(self, tag, scalar_value, global_step=None):
+        if self._writer is not None:
+            self._writer.add_scalar(tag, scalar_value, global_step)
+
+    def train(self, start_epoch, max_epoch):
+        self.start_epoch = start_epoch
+        self.max_epoch = max_epoch
+        self.before_train()
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def before_train(self):
+        pass
+
+    def after_train(self):
+        pass
+
+    def before_epoch(self):
+        pass
+
+    def after_epoch(self):
+        pass
+
+    def run_epoch(self):
+        raise TypeError(f"{type(self).__name__} must implement run_epoch()")
+
+    def test(self):
+        raise TypeError(f"{type(self).__name__} must implement test()")
+
+    def parse_batch_train(self, batch):
+        raise TypeError(f"{type(self).__name__} must implement parse_batch_train()")
+
+    def parse_batch_test(self, batch):
+        raise TypeError(f"{type(self).__name__} must implement parse_batch_test()")
+
+    def forward_backward(self, batch):
+        raise TypeError(f"{type(self).__name__} must implement forward_backward()")
+
+    def model_inference(self, input):
+        raise TypeError(f"{type(self).__name__} must implement model_inference()")
+
+    def model_zero_grad(self, names=None):
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def model_backward(self, loss):
+        self.detect_anomaly(loss)
+        loss.backward()
+
+    def model_update(self, names=None):
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].step()
+
+    def model_backward_and_update(self, loss, names=None):
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
+
+
+class SimpleTrainer(TrainerBase):
+    """Builds data, model and evaluator from a config; trains and tests."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.check_cfg(cfg)
+        if torch.cuda.is_available() and cfg.USE_CUDA:
+            self.device = torch.device("cuda")
+        else:
+            self.device = torch.device("cpu")
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.cfg = cfg
+        self.build_data_loader()
+        self.build_model()
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname, tasks=self.tasks)
+        self.best_result = -np.inf
+        self.current_task = None
+
+    def check_cfg(self, cfg):
+        if cfg.TEST.FINAL_MODEL not in ("last_step", "best_val"):
+            raise UserError(f"TEST.FINAL_MODEL must be last_step or best_val, "
+                            f"got '{cfg.TEST.FINAL_MODEL}'")
+
+    def build_data_loader(self):
+        dm = DataManager(self.cfg)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.tasks = dm.dataset.tasks
+        self.dm = dm
+
+    def build_model(self):
+        raise TypeError(f"{type(self).__name__} must implement build_model()")
+
+    def train(self):
+        super().train(self.start_epoch, self.max_epoch)
+
+    def before_train(self):
+        directory = self.cfg.OUTPUT_DIR
+        if self.cfg.RESUME:
+            directory = self.cfg.RESUME
+        self.start_epoch = self.resume_model_if_exist(directory)
+        writer_dir = osp.join(self.output_dir, "tensorboard")
+        mkdir_if_missing(writer_dir)
+        self.init_writer(writer_dir)
+        self.time_start = time.time()
+
+    def after_train(self):
+        print("Finish training")
+        do_test = not self.cfg.TEST.NO_TEST
+        if do_test:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                print("Deploy the model with the best val performance")
+                self.load_model(self.output_dir)
+            else:
+                print("Deploy the last-epoch model")
+            self.test()
+        elapsed = round(time.time() - self.time_start)
+        print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
+        self.close_writer()
+
+    def after_epoch(self):
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        do_test = not self.cfg.TEST.NO_TEST
+        meet_checkpoint_freq = ((self.epoch + 1) % self.cfg.TRAIN.CHECKPOINT_FREQ == 0
+                                if self.cfg.TRAIN.CHECKPOINT_FREQ > 0 else False)
+        if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr_result = self.test(split="val")
+            is_best = curr_result > self.best_result
+            if is_best:
+                self.best_result = curr_result
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result,
+                                model_name="model-best.pth.tar")
+        # Saved last, so the RNG state stored is the one the next epoch starts from.
+        if meet_checkpoint_freq or last_epoch:
+            self.save_model(self.epoch, self.output_dir)
+
+    @torch.no_grad()
+    def test(self, split=None):
+        """Evaluate on ``split`` (TEST.SPLIT by default); the test split also
+        writes ``<output_dir>/results.json``."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        if split is None:
+            split = self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            data_loader = self.val_loader
+        else:
+            split = "test"
+            data_loader = self.test_loader
+        if data_loader is None:
+            raise UserError(f"dataset {self.cfg.DATASET.NAME} has no {split} images to evaluate")
+        print(f"Evaluate on the *{split}* set")
+        for batch in data_loader:
+            input, label = self.parse_batch_test(batch)[:2]
+            task = batch.get("task")
+            self.current_task = task  # for instance-conditional multi-task models
+            output = self.model_inference(input)
+            self.evaluator.process(output, label, task)
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            self.write_scalar(f"{split}/{k}", v, self.epoch)
+        if split == "test":
+            self.write_results(results)
+        return list(results.values())[0]
+
+    def write_results(self, results):
+        """Machine-readable results beside log.txt (tables and plots read these)."""
+        cfg = self.cfg
+        per_task = [{k: v for k, v in r.items() if k != "per_class"}
+                    for r in self.evaluator.per_task]
+        out = OrderedDict(
+            dataset=cfg.DATASET.NAME, trainer=cfg.TRAINER.NAME,
+            backbone=cfg.MODEL.BACKBONE.NAME, shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED,
+            subsample_classes=cfg.DATASET.SUBSAMPLE_CLASSES, split="test",
+            epoch=self.epoch + 1 if hasattr(self, "epoch") else None,
+            overall=results["accuracy"], overall_is="unweighted mean of per-task metrics",
+            tasks=per_task,
+            per_class={r["task"]: r["per_class"] for r in self.evaluator.per_task},
+            config_digest=hashlib.sha256(cfg.dump().encode()).hexdigest()[:16],
+            time=datetime.datetime.now().isoformat(timespec="seconds"),
+        )
+        variant = getattr(self, "results_extra", None)
+        if callable(variant):
+            out.update(variant())
+        write_json(out, osp.join(self.output_dir, "results.json"))
+
+    def parse_batch_test(self, batch):
+        input = batch["img"].to(self.device)
+        label = batch["label"].to(self.device)
+        return input, label
+
+    def get_current_lr(self, names=None):
+        name = self.get_model_names(names)[0]
+        return self._optims[name].param_groups[0]["lr"]
+
+    def model_inference(self, input):
+        return self.model(input)
+
+
+class TrainerX(SimpleTrainer):
+    """Supervised training on labelled data (train_loader_x)."""
+
+    def run_epoch(self):
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time = AverageMeter()
+        data_time = AverageMeter()
+        if self.train_loader_x is None:
+            raise UserError("no training images (train split is empty); check DATASET.NUM_SHOTS "
+                            "and the dataset's split file")
+        self.num_batches = len(self.train_loader_x)
+        end = time.time()
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            data_time.update(time.time() - end)
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+
+            meet_freq = (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0
+            only_few_batches = self.num_batches < self.cfg.TRAIN.PRINT_FREQ
+            if meet_freq or only_few_batches:
+                nb_remain = self.num_batches - self.batch_idx - 1
+                nb_remain += (self.max_epoch - self.epoch - 1) * self.num_batches
+                eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+                print(" ".join([
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+                    f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+                    f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+                    f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+                    f"{losses}", f"lr {self.get_current_lr():.4e}", f"eta {eta}",
+                ]), flush=True)
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+            end = time.time()
+
+    def parse_batch_train(self, batch):
+        input = batch["img"].to(self.device)
+        label = batch["label"].to(self.device)
+        domain = batch["domain"].to(self.device)
+        return input, label, domain

@@ -1,0 +1,33 @@
+"""Errors caused by user input (config, data, weights).
+
+``train.py`` and the tools print these as one line and exit non-zero instead
+of showing a traceback: the message itself must name the problem and the fix.
+"""
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+class RegistryError(UserError, KeyError):
+    """Lookup of a name that was never registered."""
+
+    def __str__(self):  # KeyError would quote the message
+        return self.args[0] if self.args else ""
+
+
+def one_line(exc):
+    """The last meaningful line of an exception's message.
+
+    DataLoader workers re-raise errors with the worker traceback in the
+    message; the user only needs the final line.
+    """
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    last = lines[-1]
+    marker = "UserError: "
+    if marker in last:
+        last = last.split(marker, 1)[1]
+    return last

@@ -1,0 +1,1 @@
+from .evaluator import EVALUATOR_REGISTRY, Classification, EvaluatorBase, build_evaluator

@@ -1,0 +1,142 @@
+"""Train or evaluate a trainer on a dataset (flags as in CoOp's train.py).
+
+    python train.py --root $DATA --seed 1 --trainer CoOp \
+        --dataset-config-file configs/datasets/eurosat.yaml \
+        --config-file configs/trainers/CoOp/rn50_ep50.yaml \
+        --output-dir output/eurosat/CoOp/rn50_ep50_16shots/seed1 \
+        DATASET.NUM_SHOTS 16
+"""
+import argparse
+import os
+import sys
+import warnings
+
+import torch
+
+import datasets  # noqa: F401  (registers the datasets)
+import trainers
+from toolbox.config import get_cfg_default
+from toolbox.engine import build_trainer
+from toolbox.errors import UserError, one_line
+from toolbox.utils import collect_env_info, set_random_seed, setup_logger
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", type=str, default="", help="path to the datasets ($DATA)")
+    p.add_argument("--output-dir", type=str, default="", help="output directory")
+    p.add_argument("--resume", type=str, nargs="?", const="__output_dir__", default="",
+                   help="resume from the last checkpoint in this folder (default: --output-dir)")
+    p.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
+    p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    p.add_argument("--config-file", type=str, default="", help="path to trainer config file")
+    p.add_argument("--dataset-config-file", type=str, default="", help="path to dataset config")
+    p.add_argument("--trainer", type=str, default="", help="name of trainer")
+    p.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    p.add_argument("--head", type=str, default="", help="name of head")
+    p.add_argument("--eval-only", action="store_true", help="evaluation only")
+    p.add_argument("--model-dir", type=str, default="", help="load model from this directory")
+    p.add_argument("--load-epoch", type=int, help="load model weights at this epoch")
+    p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                   help="modify config options using the command-line (KEY VALUE ...)")
+    return p
+
+
+def reset_cfg(cfg, args):
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = cfg.OUTPUT_DIR if args.resume == "__output_dir__" else args.resume
+    if args.seed:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+
+
+def _merge(what, fn):
+    """Run a yacs merge; turn its errors into one actionable line."""
+    try:
+        fn()
+    except KeyError as e:
+        key = str(e).strip("'\"").replace("Non-existent config key: ", "")
+        raise UserError(f"unknown config key '{key}' in {what}; check its spelling against "
+                        "toolbox/config.py and the TRAINER groups in trainers/*.py") from None
+    except (ValueError, AssertionError, TypeError) as e:
+        raise UserError(f"bad config value in {what}: {one_line(e)}") from None
+    except FileNotFoundError as e:
+        raise UserError(f"config file not found: {e.filename}") from None
+
+
+def setup_cfg(args):
+    cfg = get_cfg_default()
+    trainers.extend_cfg(cfg)
+    if args.dataset_config_file:
+        _merge(args.dataset_config_file, lambda: cfg.merge_from_file(args.dataset_config_file))
+    if args.config_file:
+        _merge(args.config_file, lambda: cfg.merge_from_file(args.config_file))
+    reset_cfg(cfg, args)
+    opts = list(args.opts or [])
+    if opts and opts[0] == "--":
+        opts = opts[1:]
+    _merge("the command-line options", lambda: cfg.merge_from_list(opts))
+    cfg.freeze()
+    return cfg
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    print("** Config **")
+    print(cfg)
+    print("** System info **")
+    print(collect_env_info())
+
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return
+    if not args.no_train:
+        trainer.train()
+
+
+def cli(argv=None):
+    args = get_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    try:
+        main(args)
+    except UserError as e:
+        sys.stdout.flush()
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except RuntimeError as e:  # a UserError raised inside a DataLoader worker
+        if "UserError" in str(e):
+            sys.stdout.flush()
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:clip.clip")
+    cli()

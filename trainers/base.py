@@ -1,0 +1,148 @@
+"""ClipTrainer: what every CLIP method here shares on top of TrainerX.
+
+- the frozen CLIP from MODEL.BACKBONE, with a check of INPUT.SIZE;
+- precision: fp32 on CPU; on CUDA autocast (PREC fp16/amp with a GradScaler
+  and fp32 master weights, or bf16);
+- one optimizer step per batch over all trainable parameters, the scheduler
+  stepped once per epoch (Dassl's convention);
+- the multi-task loss (per sample, cross-entropy over its own task's classes)
+  computed over only the classes of the tasks present in the batch;
+- evaluation that encodes every class prompt once per pass.
+"""
+import torch
+import torch.nn.functional as F
+
+from toolbox.data.tasks import class_to_task
+from toolbox.engine import TrainerX
+from toolbox.errors import UserError
+from toolbox.metrics import compute_accuracy
+
+from .clip_model import autocast_context, load_clip_from_cfg
+
+PRECISIONS = ("fp16", "amp", "bf16", "fp32")
+
+
+class ClipTrainer(TrainerX):
+    prec_key = None  # e.g. "COOP": reads cfg.TRAINER.COOP.PREC
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        if self.prec not in PRECISIONS:
+            raise UserError(f"TRAINER.{self.prec_key}.PREC must be one of {PRECISIONS}, "
+                            f"got '{self.prec}'")
+
+    def __init__(self, cfg):
+        self._eval_text = None
+        self.cfg = cfg
+        super().__init__(cfg)
+
+    @property
+    def prec(self):
+        if self.prec_key is None:
+            return "fp32"
+        return self.cfg.TRAINER[self.prec_key].PREC
+
+    # ---- model ----------------------------------------------------------------
+
+    def load_clip(self):
+        print(f"Loading CLIP (backbone: {self.cfg.MODEL.BACKBONE.NAME})")
+        clip_model = load_clip_from_cfg(self.cfg, self.device)
+        self.logit_scale = clip_model.logit_scale.exp().item()
+        self.owner = class_to_task(self.tasks).to(self.device)
+        self.scaler = None
+        if self.device.type == "cuda" and self.prec in ("fp16", "amp"):
+            self.scaler = torch.amp.GradScaler("cuda")
+        return clip_model
+
+    def autocast(self):
+        return autocast_context(self.device, self.prec)
+
+    @torch.no_grad()
+    def encode_image(self, image):
+        """Normalised features from the frozen image encoder."""
+        with self.autocast():
+            feats = self.clip_model.encode_image(image)
+        return F.normalize(feats.float(), dim=-1)
+
+    # ---- training -------------------------------------------------------------
+
+    def batch_classes(self, task):
+        """Global indices of the classes of the tasks present in ``task``
+        (all classes for a single-task dataset), in ascending order."""
+        if len(self.tasks) == 1:
+            return torch.arange(self.num_classes, device=self.device)
+        present = torch.zeros(len(self.tasks), dtype=torch.bool, device=self.device)
+        present[task.to(self.device)] = True
+        return torch.nonzero(present[self.owner], as_tuple=False).view(-1)
+
+    def task_loss(self, logits, label, task, classes):
+        """Cross-entropy of each sample over its own task's classes.
+
+        ``logits`` (batch, len(classes)) are over ``classes`` (from
+        ``batch_classes``); equal to the loss over all classes with the other
+        tasks masked out.
+        """
+        if len(self.tasks) > 1:
+            own = self.owner[classes].unsqueeze(0) == task.view(-1, 1)
+            logits = logits.masked_fill(~own, float("-inf"))
+        position = torch.full((self.num_classes,), -1, dtype=torch.long, device=self.device)
+        position[classes] = torch.arange(classes.numel(), device=self.device)
+        target = position[label]
+        return F.cross_entropy(logits.float(), target), logits, target
+
+    def parse_batch_train(self, batch):
+        image = batch["img"].to(self.device)
+        label = batch["label"].to(self.device)
+        task = batch["task"].to(self.device)
+        return image, label, task
+
+    def forward_backward(self, batch):
+        image, label, task = self.parse_batch_train(batch)
+        with self.autocast():
+            loss, logits, target, extra = self.forward_train(image, label, task)
+        self.optimize(loss)
+        summary = {"loss": loss.item()}
+        if logits is not None:
+            summary["acc"] = compute_accuracy(logits.float(), target)[0].item()
+        summary.update({k: (v.item() if torch.is_tensor(v) else v) for k, v in extra.items()})
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def forward_train(self, image, label, task):
+        """Return (loss, logits over the batch's classes, targets, extra dict)."""
+        raise TypeError(f"{type(self).__name__} must implement forward_train()")
+
+    def optimize(self, loss):
+        """One optimizer step over every registered model."""
+        self.detect_anomaly(loss)
+        self.model_zero_grad()
+        if self.scaler is None:
+            loss.backward()
+            self.model_update()
+        else:
+            self.scaler.scale(loss).backward()
+            for name in self.get_model_names():
+                if self._optims[name] is not None:
+                    self.scaler.step(self._optims[name])
+            self.scaler.update()
+
+    # ---- evaluation -----------------------------------------------------------
+
+    def class_text_features(self):
+        """Normalised text features of every class (n_classes, d), eval only."""
+        raise TypeError(f"{type(self).__name__} must implement class_text_features()")
+
+    def test(self, split=None):
+        self._eval_text = None
+        try:
+            return super().test(split)
+        finally:
+            self._eval_text = None
+
+    @torch.no_grad()
+    def model_inference(self, image):
+        if self._eval_text is None:
+            with self.autocast():
+                self._eval_text = F.normalize(self.class_text_features().float(), dim=-1)
+        return self.logit_scale * self.encode_image(image) @ self._eval_text.t()

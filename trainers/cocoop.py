@@ -1,0 +1,88 @@
+"""CoCoOp (Zhou et al., CVPR 2022): CoOp's context plus an image-conditioned
+shift from a small meta network (vis_dim -> vis_dim/16 -> ctx_dim)."""
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from toolbox.engine import TRAINER_REGISTRY
+from toolbox.optim import build_lr_scheduler, build_optimizer
+
+from .base import ClipTrainer
+from .clip_model import PromptAssembler, TextEncoder, context_init
+
+
+def extend_cfg(cfg):
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16
+    cfg.TRAINER.COCOOP.CTX_INIT = ""
+    cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16 | amp | bf16 | fp32 (fp32 always on CPU)
+
+
+class ConditionalPromptLearner(nn.Module):
+    def __init__(self, cfg_cocoop, classnames, clip_model):
+        super().__init__()
+        ctx, prefix = context_init(clip_model, cfg_cocoop.N_CTX, cfg_cocoop.CTX_INIT)
+        n_ctx, ctx_dim = ctx.shape
+        vis_dim = clip_model.visual.output_dim
+        print(f'Initial context: "{prefix}" (tokens: {n_ctx})')
+        device = clip_model.ln_final.weight.device
+        self.ctx = nn.Parameter(ctx.to(device))
+        self.meta_net = nn.Sequential(OrderedDict([
+            ("linear1", nn.Linear(vis_dim, vis_dim // 16)),
+            ("relu", nn.ReLU(inplace=True)),
+            ("linear2", nn.Linear(vis_dim // 16, ctx_dim)),
+        ])).to(device)
+        self.assembler = PromptAssembler(clip_model, classnames, n_ctx, "end", prefix)
+
+    def forward(self, image_features):
+        """Context per image: (batch, n_ctx, ctx_dim)."""
+        bias = self.meta_net(image_features)
+        return self.ctx.unsqueeze(0) + bias.unsqueeze(1)
+
+
+@TRAINER_REGISTRY.register()
+class CoCoOp(ClipTrainer):
+    prec_key = "COCOOP"
+
+    def build_model(self):
+        clip_model = self.clip_model = self.load_clip()
+        print("Building custom CLIP")
+        self.prompt_learner = ConditionalPromptLearner(
+            self.cfg.TRAINER.COCOOP, self.dm.dataset.classnames, clip_model)
+        self.text_encoder = TextEncoder(clip_model)
+        self.model = self.prompt_learner
+        optim = build_optimizer(self.prompt_learner, self.cfg.OPTIM)
+        sched = build_lr_scheduler(optim, self.cfg.OPTIM)
+        self.register_model("prompt_learner", self.prompt_learner, optim, sched)
+
+    def conditional_logits(self, image_features, task):
+        """Logits (batch, num_classes); each image's prompts are encoded only
+        for its own task's classes (the others stay -inf, never needed)."""
+        ctx = self.prompt_learner(image_features)
+        logits = image_features.new_full((image_features.size(0), self.num_classes),
+                                          float("-inf"))
+        assembler = self.prompt_learner.assembler
+        for i in range(image_features.size(0)):
+            start, end = self.tasks[int(task[i])].label_range
+            index = torch.arange(start, end, device=self.device)
+            prompts = assembler(ctx[i], index)
+            text = F.normalize(self.text_encoder(prompts, assembler.tokens(index)).float(), dim=-1)
+            logits[i, start:end] = self.logit_scale * image_features[i] @ text.t()
+        return logits
+
+    def forward_train(self, image, label, task):
+        logits = self.conditional_logits(self.encode_image(image), task)
+        loss = F.cross_entropy(logits, label)
+        return loss, logits, label, {}
+
+    @torch.no_grad()
+    def model_inference(self, image):
+        # Instance-conditional: text features depend on the image, nothing to cache.
+        task = self.current_task
+        if task is None:
+            task = torch.zeros(image.size(0), dtype=torch.long, device=self.device)
+        with self.autocast():
+            return self.conditional_logits(self.encode_image(image), task.to(self.device))

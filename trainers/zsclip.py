@@ -1,0 +1,43 @@
+"""Zero-shot CLIP with hand-crafted templates (one generic template, each
+task's own templates, or an ensemble)."""
+from yacs.config import CfgNode as CN
+
+from toolbox.engine import TRAINER_REGISTRY
+from toolbox.errors import UserError
+
+from .base import ClipTrainer
+from .templates import TEMPLATE_MODES, hand_crafted_features
+
+
+def extend_cfg(cfg):
+    cfg.TRAINER.ZSCLIP = CN()
+    # task: each task's hand-crafted template; task_ensemble: all of them
+    # averaged; single: "a photo of a {}."; ensemble: CLIP's 7 ImageNet templates
+    cfg.TRAINER.ZSCLIP.TEMPLATES = "task"
+    cfg.TRAINER.ZSCLIP.PREC = "fp16"
+
+
+@TRAINER_REGISTRY.register()
+class ZeroshotCLIP(ClipTrainer):
+    prec_key = "ZSCLIP"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        if cfg.TRAINER.ZSCLIP.TEMPLATES not in TEMPLATE_MODES:
+            raise UserError(f"TRAINER.ZSCLIP.TEMPLATES must be one of {TEMPLATE_MODES}, "
+                            f"got '{cfg.TRAINER.ZSCLIP.TEMPLATES}'")
+
+    def build_model(self):
+        self.clip_model = self.load_clip()
+        mode = self.cfg.TRAINER.ZSCLIP.TEMPLATES
+        print(f"Encoding class prompts (templates: {mode})")
+        with self.autocast():
+            self.text = hand_crafted_features(self.clip_model, self.tasks, mode)
+
+    def class_text_features(self):
+        return self.text
+
+    def train(self):
+        """Nothing to train: evaluate and write results."""
+        self.epoch = 0
+        self.test()
