@@ -14,6 +14,11 @@ if ROOT not in sys.path:
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
+# The digits-pretrained tiny CLIP is trained once and cached; keep the tests'
+# copy inside the checkout (git-ignored) instead of the user's clip cache.
+os.environ.setdefault("CLIP_CACHE", osp.join(ROOT, ".pytest_cache", "clip"))
+os.environ.setdefault("CLIP_OFFLINE", "1")
+
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))

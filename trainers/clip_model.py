@@ -19,23 +19,9 @@ with warnings.catch_warnings():  # openai-clip imports the deprecated pkg_resour
 
 from toolbox.errors import UserError
 
+from .tiny_clip import TINY_NAMES, tiny_state_dict
+
 CLIP_NAMES = list(clip_api._MODELS)  # RN50 ... ViT-L/14@336px
-
-# Deterministic tiny models built with the real clip.model.CLIP class, for tests
-# and the CPU demo. Widths are multiples of 64 because build_model infers the
-# number of heads as width // 64; context 77 and the full vocabulary keep
-# clip.tokenize output valid.
-TINY_SPECS = {
-    "tiny-vit": dict(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64,
-                     vision_patch_size=8, context_length=77, vocab_size=49408,
-                     transformer_width=64, transformer_heads=1, transformer_layers=2),
-    "tiny-rn": dict(embed_dim=64, image_resolution=32, vision_layers=(1, 1, 1, 1),
-                    vision_width=8, vision_patch_size=None, context_length=77,
-                    vocab_size=49408, transformer_width=64, transformer_heads=1,
-                    transformer_layers=2),
-}
-TINY_SEED = 0
-
 
 def clip_cache_dir():
     return osp.expanduser(os.environ.get("CLIP_CACHE", "~/.cache/clip"))
@@ -44,14 +30,6 @@ def clip_cache_dir():
 def weights_file(name):
     """Where the clip package keeps the weights of ``name``."""
     return osp.join(clip_cache_dir(), osp.basename(clip_api._MODELS[name]))
-
-
-def tiny_state_dict(name):
-    """State dict of a tiny CLIP, the same on every call and machine."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
-        model = CLIP(**TINY_SPECS[name])
-    return model.state_dict()
 
 
 def _read_weights(path):
@@ -98,11 +76,11 @@ def clip_state_dict(name, path=""):
             raise UserError(f"MODEL.BACKBONE.PATH {path} does not exist; point it at a CLIP "
                             "weights file (e.g. ~/.cache/clip/RN50.pt)")
         return _read_weights(path)
-    if name in TINY_SPECS:
-        return tiny_state_dict(name)
+    if name in TINY_NAMES:
+        return tiny_state_dict(name, clip_cache_dir())
     if name not in clip_api._MODELS:
         raise UserError(f"unknown backbone '{name}'; choose from "
-                        f"{', '.join(CLIP_NAMES + list(TINY_SPECS))}")
+                        f"{', '.join(CLIP_NAMES + TINY_NAMES)}")
     fpath = weights_file(name)
     if not osp.isfile(fpath):
         if os.environ.get("CLIP_OFFLINE"):

@@ -1,0 +1,2 @@
+from .data_manager import DataManager, DatasetWrapper, build_data_loader
+from .tasks import TaskInfo

@@ -1,0 +1,327 @@
+"""Datum and DatasetBase (as dassl.data.datasets), with the task data model."""
+import hashlib
+import math
+import os
+import os.path as osp
+import random
+import warnings
+from collections import defaultdict
+
+from ...errors import UserError
+from ...utils import read_json, write_json
+from ..tasks import TaskInfo
+
+
+class Datum:
+    """One sample: image path, global label, domain, class name and task index."""
+
+    def __init__(self, impath="", label=0, domain=0, classname="", task=0):
+        assert isinstance(impath, str)
+        self._impath = impath
+        self._label = label
+        self._domain = domain
+        self._classname = classname
+        self._task = task
+
+    @property
+    def impath(self):
+        return self._impath
+
+    @property
+    def label(self):
+        return self._label
+
+    @property
+    def domain(self):
+        return self._domain
+
+    @property
+    def classname(self):
+        return self._classname
+
+    @property
+    def task(self):
+        return self._task
+
+    def __repr__(self):
+        return (f"Datum(impath={self._impath!r}, label={self._label}, "
+                f"classname={self._classname!r}, task={self._task})")
+
+
+def derive_seed(seed, *keys):
+    """A 63-bit seed from (seed, keys): the same on every process and order."""
+    text = ":".join([str(seed)] + [str(k) for k in keys])
+    return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16) & ((1 << 63) - 1)
+
+
+class DatasetBase:
+    """A dataset: train_x / train_u / val / test lists of Datum, plus ``tasks``.
+
+    Subclasses describe their single task with the class attributes below;
+    multi-task suites pass ``tasks`` explicitly.
+    """
+
+    dataset_dir = ""  # folder under DATASET.ROOT
+    domains = []
+    task_name = None  # defaults to the class name
+    task_description = ""
+    metric = "accuracy"  # or "mean_per_class"
+    templates = ["a photo of a {}."]
+    datasets_md_section = ""  # section of DATASETS.md that explains the layout
+
+    def __init__(self, train_x=None, train_u=None, val=None, test=None, tasks=None):
+        self._train_x = train_x
+        self._train_u = train_u
+        self._val = val
+        self._test = test
+        source = train_x or test or val or []
+        self._num_classes = self.get_num_classes(source)
+        self._lab2cname, self._classnames = self.get_lab2cname(
+            (train_x or []) + (val or []) + (test or []))
+        if tasks is None:
+            tasks = [TaskInfo(
+                name=self.task_name or type(self).__name__,
+                classnames=list(self._classnames),
+                description=self.task_description,
+                metric=self.metric,
+                offset=0,
+                templates=list(self.templates),
+            )]
+        self._tasks = tasks
+        if len(tasks) > 1 or tasks[0].num_classes != len(self._classnames):
+            # The tasks are the authority on class names and label ranges.
+            self._classnames = [c for t in tasks for c in t.classnames]
+            self._lab2cname = dict(enumerate(self._classnames))
+        self._num_classes = max(self._num_classes, sum(t.num_classes for t in tasks))
+
+    @property
+    def train_x(self):
+        return self._train_x
+
+    @property
+    def train_u(self):
+        return self._train_u
+
+    @property
+    def val(self):
+        return self._val
+
+    @property
+    def test(self):
+        return self._test
+
+    @property
+    def lab2cname(self):
+        return self._lab2cname
+
+    @property
+    def classnames(self):
+        return self._classnames
+
+    @property
+    def num_classes(self):
+        return self._num_classes
+
+    @property
+    def tasks(self):
+        return self._tasks
+
+    @staticmethod
+    def get_num_classes(data_source):
+        label_set = {item.label for item in data_source}
+        return max(label_set) + 1 if label_set else 0
+
+    @staticmethod
+    def get_lab2cname(data_source):
+        container = {}
+        for item in data_source:
+            container[item.label] = item.classname
+        labels = sorted(container)
+        mapping = {label: container[label] for label in labels}
+        classnames = [mapping[label] for label in labels]
+        return mapping, classnames
+
+    def check_input_domains(self, source_domains, target_domains):
+        assert len(source_domains) > 0, "source_domains (list) is empty"
+        assert len(target_domains) > 0, "target_domains (list) is empty"
+        for domain in list(source_domains) + list(target_domains):
+            if domain not in self.domains:
+                raise UserError(f"input domain must belong to {self.domains}, but got [{domain}]")
+
+    # ---- few-shot ---------------------------------------------------------------
+
+    def generate_fewshot_dataset(self, *data_sources, num_shots=-1, repeat=False, rng=None):
+        """K samples per class from each data source (Dassl's signature).
+
+        ``rng`` (a ``random.Random``) makes the draw independent of the global
+        RNG; without it the global ``random`` module is used, as in Dassl. A
+        class with fewer than K samples keeps all of them (or repeats them if
+        ``repeat``) and is named in a warning.
+        """
+        if num_shots < 1:
+            return data_sources[0] if len(data_sources) == 1 else data_sources
+        rng = rng or random
+        print(f"Creating a {num_shots}-shot dataset")
+        output = []
+        for data_source in data_sources:
+            tracker = self.split_dataset_by_label(data_source)
+            dataset, short = [], []
+            for label in sorted(tracker):
+                items = tracker[label]
+                if len(items) >= num_shots:
+                    sampled = rng.sample(items, num_shots)
+                else:
+                    short.append(f"{items[0].classname} ({len(items)})")
+                    sampled = rng.choices(items, k=num_shots) if repeat else list(items)
+                dataset.extend(sampled)
+            if short:
+                warnings.warn(f"{len(short)} class(es) have fewer than {num_shots} images; "
+                              f"using what there is: {', '.join(short)}", stacklevel=2)
+            output.append(dataset)
+        return output[0] if len(output) == 1 else output
+
+    def load_or_generate_fewshot(self, train, val, num_shots, seed, cache_dir, image_dir):
+        """Few-shot train (K per class) and val (min(K, 4) per class), cached
+        as ``cache_dir/<task>_shot_K-seed_S.json`` (tasks may share a folder).
+
+        The draw uses an RNG derived from (seed, task name), so it is the same
+        whatever process draws it and whatever other tasks are loaded.
+        """
+        if num_shots < 1:
+            return train, val
+        name = self.task_name or type(self).__name__
+        fpath = osp.join(cache_dir, f"{name}_shot_{num_shots}-seed_{seed}.json")
+        if osp.exists(fpath):
+            try:
+                split = read_json(fpath)
+                if split.get("task") != name:
+                    raise ValueError("cache of another task")
+                return (self._items_from_json(split["train"], image_dir),
+                        self._items_from_json(split["val"], image_dir))
+            except (ValueError, KeyError, TypeError):
+                warnings.warn(f"ignoring damaged few-shot cache {fpath}; drawing again")
+        train = self.generate_fewshot_dataset(
+            train, num_shots=num_shots, rng=random.Random(derive_seed(seed, name, "train")))
+        val = self.generate_fewshot_dataset(
+            val, num_shots=min(num_shots, 4), rng=random.Random(derive_seed(seed, name, "val")))
+        data = {"task": name, "shots": num_shots, "seed": seed,
+                "train": self._items_to_json(train, image_dir),
+                "val": self._items_to_json(val, image_dir)}
+        try:
+            write_json(data, fpath)
+        except OSError as e:  # read-only data folder: work on without a cache
+            warnings.warn(f"cannot write few-shot cache {fpath} ({e}); continuing without it")
+        return train, val
+
+    # ---- CoOp split files ------------------------------------------------------
+
+    @staticmethod
+    def _items_to_json(items, path_prefix):
+        out = []
+        for item in items:
+            impath = item.impath
+            if path_prefix and impath.startswith(path_prefix):
+                impath = osp.relpath(impath, path_prefix)
+            out.append([impath, int(item.label), item.classname])
+        return out
+
+    @staticmethod
+    def _items_from_json(items, path_prefix):
+        return [Datum(impath=osp.join(path_prefix, impath), label=int(label), classname=cname)
+                for impath, label, cname in items]
+
+    @staticmethod
+    def save_split(train, val, test, filepath, path_prefix):
+        """Write a CoOp-format split file atomically."""
+        split = {
+            "train": DatasetBase._items_to_json(train, path_prefix),
+            "val": DatasetBase._items_to_json(val, path_prefix),
+            "test": DatasetBase._items_to_json(test, path_prefix),
+        }
+        write_json(split, filepath)
+        print(f"Saved split to {filepath}")
+
+    @staticmethod
+    def read_split(filepath, path_prefix):
+        """Read a CoOp ``split_zhou_<Name>.json`` file."""
+        print(f"Reading split from {filepath}")
+        try:
+            split = read_json(filepath)
+            return (DatasetBase._items_from_json(split["train"], path_prefix),
+                    DatasetBase._items_from_json(split["val"], path_prefix),
+                    DatasetBase._items_from_json(split["test"], path_prefix))
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"split file {filepath} is damaged ({type(e).__name__}: {e}); "
+                            "delete it to make a new split or download it again") from None
+
+    @staticmethod
+    def split_trainval(trainval, p_val=0.2, rng=None):
+        """Split per class into train and val (CoOp's 80/20 by default)."""
+        rng = rng or random
+        tracker = defaultdict(list)
+        for idx, item in enumerate(trainval):
+            tracker[item.label].append(idx)
+        train, val = [], []
+        for label in sorted(tracker):
+            idxs = list(tracker[label])
+            n_val = round(len(idxs) * p_val)
+            assert n_val > 0 or len(idxs) < 2, f"class {label} too small for a val split"
+            rng.shuffle(idxs)
+            for n, idx in enumerate(idxs):
+                (val if n < n_val else train).append(trainval[idx])
+        return train, val
+
+    @staticmethod
+    def split_dataset_by_label(data_source):
+        output = defaultdict(list)
+        for item in data_source:
+            output[item.label].append(item)
+        return output
+
+    @staticmethod
+    def split_dataset_by_domain(data_source):
+        output = defaultdict(list)
+        for item in data_source:
+            output[item.domain].append(item)
+        return output
+
+    @staticmethod
+    def subsample_classes(*args, subsample="all"):
+        """Keep the base (first ceil(n/2) labels) or new (the rest) classes,
+        relabelled from 0, as CoOp does for base-to-new generalization."""
+        assert subsample in ("all", "base", "new"), subsample
+        if subsample == "all":
+            return args
+        labels = sorted({item.label for item in args[0]})
+        m = math.ceil(len(labels) / 2)
+        selected = labels[:m] if subsample == "base" else labels[m:]
+        relabeler = {y: y_new for y_new, y in enumerate(selected)}
+        output = []
+        for dataset in args:
+            output.append([
+                Datum(impath=item.impath, label=relabeler[item.label],
+                      classname=item.classname, domain=item.domain, task=item.task)
+                for item in dataset if item.label in relabeler
+            ])
+        return output
+
+    # ---- helpers for adapters -----------------------------------------------------
+
+    @classmethod
+    def require_dir(cls, path, what="dataset folder"):
+        """Raise a UserError naming ``path`` and the DATASETS.md section if missing."""
+        if not osp.isdir(path):
+            section = cls.datasets_md_section or (cls.task_name or cls.__name__)
+            raise UserError(f"{what} not found: {path} (see DATASETS.md, section '{section}')")
+        return path
+
+    @staticmethod
+    def dataset_root(cfg):
+        return osp.abspath(osp.expanduser(cfg.DATASET.ROOT))
+
+    @staticmethod
+    def makedirs_quiet(path):
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            pass
