@@ -71,7 +71,12 @@ def reset_cfg(cfg, args):
 def _merge(what, fn):
     """Run a yacs merge; turn its errors into one actionable line."""
     try:
-        fn()
+        try:
+            fn()
+        except AssertionError as e:  # yacs reports unknown command-line keys this way
+            if "Non-existent key" not in str(e):
+                raise
+            raise KeyError(str(e).split("Non-existent key: ", 1)[1]) from None
     except KeyError as e:
         key = str(e).strip("'\"").replace("Non-existent config key: ", "")
         raise UserError(f"unknown config key '{key}' in {what}; check its spelling against "

@@ -36,7 +36,9 @@ def _read_weights(path):
     """State dict from a CLIP file: a TorchScript archive (the official .pt
     files) or a plain state dict (``clip.load`` fails on the latter)."""
     try:
-        return torch.jit.load(path, map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # jit.load is deprecated, but the files are TorchScript
+            warnings.simplefilter("ignore")
+            return torch.jit.load(path, map_location="cpu").state_dict()
     except RuntimeError:
         pass
     try:

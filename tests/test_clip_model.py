@@ -1,0 +1,83 @@
+"""CLIP loading and the shared text encoder / prompt assembly."""
+
+import pytest
+import torch
+
+from toolbox.errors import UserError
+from trainers.clip_model import (PromptAssembler, TextEncoder, clip_state_dict, load_clip,
+                                 tokenize, weights_file)
+from trainers.tiny_clip import random_tiny
+
+
+def native_encode(clip_model, embeddings, tokens):
+    """CLIP's own encode_text, but from token embeddings (full 77 tokens)."""
+    x = embeddings + clip_model.positional_embedding
+    x = clip_model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+    x = clip_model.ln_final(x)
+    return x[torch.arange(x.shape[0]), tokens.argmax(-1)] @ clip_model.text_projection
+
+
+def test_tiny_clip_is_deterministic_and_real_clip_class():
+    a, b = load_clip("tiny-vit"), load_clip("tiny-vit")
+    from clip.model import CLIP
+    assert isinstance(a, CLIP)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    n_params = sum(p.numel() for p in a.parameters())
+    assert 3.0e6 < n_params < 3.8e6
+    assert not any(p.requires_grad for p in a.parameters())
+
+
+@pytest.mark.parametrize("name", ["tiny-vit", "tiny-rn"])
+def test_tiny_weights_load_through_the_real_weights_paths(tmp_path, monkeypatch, name):
+    """A tiny state dict placed where real weights live (the clip cache under
+    a real model's file name, or MODEL.BACKBONE.PATH) loads through the same
+    build_model path and gives the same model."""
+    state = random_tiny(name).state_dict()
+    monkeypatch.setenv("CLIP_CACHE", str(tmp_path))
+    torch.save(state, weights_file("RN50"))
+    torch.save(state, tmp_path / "local.pt")
+    ref = load_clip(name)
+    from_cache = load_clip("RN50")
+    from_path = load_clip("ViT-B/16", path=str(tmp_path / "local.pt"))
+    img = torch.randn(2, 3, 32, 32)
+    tok = tokenize(["a photo of a cat.", "a dog."])
+    for m in (from_cache, from_path):
+        assert torch.allclose(m.encode_image(img), ref.encode_image(img))
+        assert torch.allclose(m.encode_text(tok), ref.encode_text(tok))
+
+
+def test_missing_weights_offline_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_CACHE", str(tmp_path))
+    monkeypatch.setenv("CLIP_OFFLINE", "1")
+    with pytest.raises(UserError) as e:
+        clip_state_dict("ViT-B/16")
+    msg = str(e.value)
+    assert str(tmp_path / "ViT-B-16.pt") in msg and "MODEL.BACKBONE.PATH" in msg
+    assert "\n" not in msg
+    with pytest.raises(UserError, match="unknown backbone 'RN51'"):
+        clip_state_dict("RN51")
+    with pytest.raises(UserError, match="does not exist"):
+        clip_state_dict("RN50", path=str(tmp_path / "nope.pt"))
+
+
+def test_text_encoder_cut_after_eot_equals_encode_text():
+    m = load_clip("tiny-vit")
+    enc = TextEncoder(m)
+    tok = tokenize(["a photo of a cat.", "a much longer prompt about a very small dog on grass."])
+    emb = m.token_embedding(tok)
+    assert torch.allclose(enc(emb, tok), m.encode_text(tok), atol=1e-5)
+    assert torch.allclose(enc(emb, tok), native_encode(m, emb, tok), atol=1e-5)
+
+
+def test_assembler_buffers_are_not_saved():
+    m = load_clip("tiny-vit")
+    asm = PromptAssembler(m, ["cat", "dog"], n_ctx=4)
+    assert asm.state_dict() == {}
+    assert asm.token_prefix.shape == (2, 1, 64) and asm.token_suffix.shape == (2, 72, 64)
+    ctx = torch.randn(4, 64)
+    out = asm(ctx)
+    assert out.shape == (2, 77, 64)
+    assert torch.equal(out[:, 1:5], ctx.expand(2, -1, -1))
+    sub = asm(ctx, torch.tensor([1]))
+    assert torch.equal(sub[0], out[1])
