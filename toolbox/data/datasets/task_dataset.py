@@ -8,7 +8,9 @@ draw per (shots, seed) and base/new class subsampling.
 import os
 import os.path as osp
 import random
+import warnings
 
+from ...errors import UserError
 from ...utils import listdir_nohidden
 from .base_dataset import DatasetBase, Datum, derive_seed
 
@@ -28,24 +30,42 @@ class TaskDataset(DatasetBase):
     image_dir = ""  # folder under dataset_dir that split paths are relative to
     split_file = ""  # under dataset_dir; default split_<TaskName>.json
     p_trn, p_val = 0.5, 0.2  # used when no split file exists (rest is test)
+    required = ()  # further paths under dataset_dir that must exist
+    split_sources = ()  # paths under dataset_dir that make_split reads (only without a split file)
+    num_classes_expected = None  # published class count; a mismatch is a UserError
+    test_only = False  # evaluation-only set (e.g. ImageNet-V2): no train/val, no few-shot
+    val_is_test = False  # val is the test split (CoOp's ImageNet)
 
     def __init__(self, cfg):
         cls = type(self)
         root = self.dataset_root(cfg)
         self.dataset_dir = osp.join(root, cls.dataset_dir)
         self.image_dir = osp.join(self.dataset_dir, cls.image_dir) if cls.image_dir else self.dataset_dir
-        self.require_dir(self.image_dir)
-        self.split_path = osp.join(self.dataset_dir, cls.split_file or f"split_{self.name()}.json")
+        self.split_path = cls.split_path_in(root)
         self.split_fewshot_dir = osp.join(self.dataset_dir, "split_fewshot")
+        cls.check_paths(root)
 
-        if osp.exists(self.split_path):
-            train, val, test = self.read_split(self.split_path, self.image_dir)
-        else:
+        made = not osp.exists(self.split_path)
+        if made:
             train, val, test = self.make_split()
-            self.save_split(train, val, test, self.split_path, self.image_dir)
+        else:
+            train, val, test = self.read_split(self.split_path, self.image_dir)
+        train, val, test = (self.rename_items(x) for x in (train, val, test))
+        self.check_num_classes(train + val + test)
+        if made:
+            try:
+                self.save_split(train, val, test, self.split_path, self.image_dir)
+            except OSError as e:  # read-only data folder: work on without a cache
+                warnings.warn(f"cannot write split file {self.split_path} ({e}); continuing without it")
 
-        train, val = self.load_or_generate_fewshot(
-            train, val, cfg.DATASET.NUM_SHOTS, cfg.SEED, self.split_fewshot_dir, self.image_dir)
+        if cls.test_only:
+            train, val = [], []
+        else:
+            train, val = self.load_or_generate_fewshot(
+                train, [] if cls.val_is_test else val, cfg.DATASET.NUM_SHOTS, cfg.SEED,
+                self.split_fewshot_dir, self.image_dir)
+        if cls.val_is_test:
+            val = test
         train, val, test = self.subsample_classes(
             train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super().__init__(train_x=train, val=val, test=test)
@@ -53,6 +73,57 @@ class TaskDataset(DatasetBase):
     @classmethod
     def name(cls):
         return cls.task_name or cls.__name__
+
+    @classmethod
+    def split_path_in(cls, root):
+        return osp.join(root, cls.dataset_dir, cls.split_file or f"split_{cls.name()}.json")
+
+    @classmethod
+    def expected_paths(cls, root):
+        """Folders and files this dataset needs under DATA root ``root``.
+
+        The files that only serve to build the split (``split_sources``) are
+        listed only while no split file exists.
+        """
+        ddir = osp.join(root, cls.dataset_dir)
+        paths = [osp.join(ddir, cls.image_dir) if cls.image_dir else ddir]
+        paths += [osp.join(ddir, p) for p in cls.required]
+        if not osp.exists(cls.split_path_in(root)):
+            paths += [osp.join(ddir, p) for p in cls.split_sources]
+        return paths
+
+    @classmethod
+    def check_paths(cls, root):
+        """UserError naming the first expected path that is missing."""
+        for path in cls.expected_paths(root):
+            if not osp.exists(path):
+                section = cls.datasets_md_section or cls.name()
+                what = "dataset file" if osp.splitext(path)[1] else "dataset folder"
+                raise UserError(f"{what} not found: {path} (see DATASETS.md, section '{section}')")
+
+    @classmethod
+    def readable(cls, classname):
+        """The class name shown to the model (hook; split files store the result)."""
+        return classname
+
+    def rename_items(self, items):
+        names = {item.classname for item in items}
+        mapping = {n: self.readable(n) for n in names}
+        if all(k == v for k, v in mapping.items()):
+            return items
+        return [Datum(impath=d.impath, label=d.label, domain=d.domain,
+                      classname=mapping[d.classname], task=d.task) for d in items]
+
+    def check_num_classes(self, items):
+        """Labels must be 0..n-1 with n the published class count."""
+        labels = {item.label for item in items}
+        expected = type(self).num_classes_expected
+        if expected is not None and labels != set(range(expected)):
+            section = self.datasets_md_section or self.name()
+            raise UserError(
+                f"{self.name()}: found {len(labels)} classes (labels {min(labels, default=0)}.."
+                f"{max(labels, default=-1)}) in {self.dataset_dir}, expected {expected}; the data "
+                f"or its split file is incomplete (see DATASETS.md, section '{section}')")
 
     def split_rng(self):
         """RNG for making the saved split: fixed per task, never the run seed."""
@@ -70,14 +141,18 @@ class TaskDataset(DatasetBase):
     def read_class_folders(folder, classnames=None, ignored=()):
         """One subfolder per class, labelled in sorted folder order.
 
-        ``classnames`` maps a folder name to its readable class name (default:
-        ``clean_classname``).
+        ``classnames`` maps a folder name to its readable class name: a dict or
+        a function (default: ``clean_classname``).
         """
+        if classnames is None:
+            name_of = clean_classname
+        else:
+            name_of = classnames if callable(classnames) else classnames.__getitem__
         items = []
         folders = [f for f in listdir_nohidden(folder, sort=True)
                    if osp.isdir(osp.join(folder, f)) and f not in ignored]
         for label, fname in enumerate(folders):
-            cname = classnames[fname] if classnames else clean_classname(fname)
+            cname = name_of(fname)
             cdir = osp.join(folder, fname)
             for imname in sorted(os.listdir(cdir)):
                 if is_image_file(imname):
