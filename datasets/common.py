@@ -8,6 +8,7 @@ subsets, the published class lists used by the tests) live as text files in
 import os.path as osp
 import re
 
+from toolbox.data.datasets import Datum
 from toolbox.data.datasets.task_dataset import TaskDataset, clean_classname
 from toolbox.errors import UserError
 
@@ -80,8 +81,6 @@ class CoOpTask(TaskDataset):
     def items_from_list(self, entries, cname2label, image_dir=None):
         """Datum for (relative image path, class name) pairs; an unknown class
         name is a UserError (the list and the class file disagree)."""
-        from toolbox.data.datasets import Datum
-
         image_dir = image_dir or self.image_dir
         items = []
         for relpath, cname in entries:

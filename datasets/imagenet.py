@@ -37,13 +37,19 @@ class ImageNetFamily(CoOpTask):
                 return path
         return osp.join(DATA_DIR, "imagenet_classnames.txt")
 
+    @staticmethod
+    def read_classnames(text_file):
+        """OrderedDict wnid -> class name from 'wnid name' lines (CoOp's helper)."""
+        names = OrderedDict()
+        for line in read_lines(text_file):
+            wnid, _, name = line.partition(" ")
+            names[wnid] = name.strip()
+        return names
+
     def wnid_classnames(self):
         """OrderedDict wnid -> class name, for this set's classes in label order."""
         path = self.classnames_path(osp.dirname(self.dataset_dir))
-        names = OrderedDict()
-        for line in read_lines(path):
-            wnid, _, name = line.partition(" ")
-            names[wnid] = name.strip()
+        names = self.read_classnames(path)
         if len(names) != 1000:
             raise UserError(f"{path} lists {len(names)} classes, expected 1000 lines "
                             "'<wnid> <class name>' (see DATASETS.md, section 'ImageNet')")

@@ -460,3 +460,44 @@ def test_datasets_md_has_a_section_per_dataset():
         titles = {line[3:].strip() for line in f if line.startswith("## ")}
     for name in CASES:
         assert DATASET_REGISTRY.get(name).datasets_md_section in titles, name
+
+
+def test_upstream_style_adapter_uses_coop_static_helpers(data_root):
+    """A dataset file written against CoOp's helpers (OxfordPets.read_split /
+    save_split / subsample_classes, DTD.read_and_split_data, ImageNet.read_classnames)
+    runs here unchanged apart from the dassl -> toolbox rename."""
+    import random
+
+    from datasets.dtd import DescribableTextures
+    from datasets.imagenet import ImageNet
+    from toolbox.data.datasets import DatasetBase
+
+    class UpstreamCaltech(DatasetBase):
+        dataset_dir = "caltech-101"
+
+        def __init__(self, cfg):
+            root = osp.abspath(osp.expanduser(cfg.DATASET.ROOT))
+            self.dataset_dir = osp.join(root, self.dataset_dir)
+            self.image_dir = osp.join(self.dataset_dir, "101_ObjectCategories")
+            self.split_path = osp.join(self.dataset_dir, "split_upstream.json")
+            if osp.exists(self.split_path):
+                train, val, test = OxfordPets.read_split(self.split_path, self.image_dir)
+            else:
+                train, val, test = DescribableTextures.read_and_split_data(
+                    self.image_dir, ignored=["BACKGROUND_Google", "Faces_easy"],
+                    new_cnames={"airplanes": "airplane"})
+                OxfordPets.save_split(train, val, test, self.split_path, self.image_dir)
+            train = self.generate_fewshot_dataset(train, num_shots=2)
+            train, val, test = OxfordPets.subsample_classes(train, val, test, subsample="base")
+            super().__init__(train_x=train, val=val, test=test)
+
+    cfg = make_cfg(data_root, "configs/datasets/caltech101.yaml", None, ["VERBOSE", "False"])
+    random.seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = UpstreamCaltech(cfg)
+        second = UpstreamCaltech(cfg)  # reads the split it saved
+    assert first.num_classes == 50 and first.classnames[4] == "airplane"
+    assert item_keys(first.test) == item_keys(second.test)
+    assert len(ImageNet.read_classnames(osp.join(ROOT, "datasets", "data",
+                                                 "imagenet_classnames.txt"))) == 1000
