@@ -1,7 +1,10 @@
 """Trainers (one file per method). Importing this package registers them."""
 from . import coop, cocoop, zsclip
+from . import coop_mt, linear_probe, softcpt
+from . import dualviewmi, kgcoop
 
-_MODULES = [coop, cocoop, zsclip]
+_MODULES = [coop, cocoop, zsclip, coop_mt, linear_probe, softcpt]
+_MODULES += [dualviewmi, kgcoop]
 
 
 def extend_cfg(cfg):

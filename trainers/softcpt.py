@@ -1,0 +1,267 @@
+"""SoftCPT (Ding et al., arXiv 2208.13474): soft context sharing for
+multi-task prompt tuning.
+
+A task prompt ``[X]*TASK_N_CTX <task name>.`` (learnable task context, shared
+by all tasks "TA" or one per task "TS") goes through the frozen text encoder;
+a meta network maps its feature to the context of the task's class prompts
+``[ctx]*N_CTX <class name>.``, so related tasks share knowledge through the
+meta network. "NA" variants give all classes of a task the same context;
+class-aware variants ("CA" shared / "CS" class-specific class context) also
+feed the meta network a class feature from ``[V]*CLASS_N_CTX <class name>``,
+which yields one context per class.
+
+Training encodes only the tasks present in the batch (the loss never needs
+the others), and evaluation encodes every class prompt once per pass.
+"""
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from toolbox.engine import TRAINER_REGISTRY
+from toolbox.errors import UserError
+from toolbox.optim import build_lr_scheduler, build_optimizer
+
+from .base import ClipTrainer
+from .clip_model import PromptAssembler, TextEncoder, context_init
+
+# (CLASS_N_CTX, CLASS_CSC, TASK_N_CTX, TASK_CSC, N_CTX, CSC) per variant.
+# First two letters: class side (NA none, CA shared class context, CS
+# class-specific); last two: task side (TA shared task context, TS per task).
+VARIANTS = {
+    "NATA": (0, False, 4, False, 16, False),
+    "NATS": (0, False, 4, True, 16, False),
+    "CATA": (4, False, 4, False, 16, True),
+    "CSTA": (4, True, 4, False, 16, True),
+    "CATS": (4, False, 4, True, 16, True),
+    "CSTS": (4, True, 4, True, 16, True),
+}
+VARIANT_KEYS = ("CLASS_N_CTX", "CLASS_CSC", "TASK_N_CTX", "TASK_CSC", "N_CTX", "CSC")
+META_NETS = ("linear", "mlp")
+TASK_INPUTS = ("name", "description")
+
+
+def extend_cfg(cfg):
+    cfg.TRAINER.SOFTCPT = CN()
+    # A variant name (NATA NATS CATA CSTA CATS CSTS) sets the six keys below;
+    # "" uses them as given.
+    cfg.TRAINER.SOFTCPT.VARIANT = "NATA"
+    cfg.TRAINER.SOFTCPT.CLASS_N_CTX = 0  # class-feature context length (0: not class-aware)
+    cfg.TRAINER.SOFTCPT.CLASS_CSC = False  # class-specific class-feature context ("CS")
+    cfg.TRAINER.SOFTCPT.TASK_N_CTX = 4  # task-prompt context length
+    cfg.TRAINER.SOFTCPT.TASK_CSC = False  # one task context per task ("TS")
+    cfg.TRAINER.SOFTCPT.N_CTX = 16  # class-prompt context length (meta-network output)
+    cfg.TRAINER.SOFTCPT.CSC = False  # one class-prompt context per class (class-aware only)
+    cfg.TRAINER.SOFTCPT.META_NET = "linear"  # linear (the paper) | mlp
+    # Fraction of the other classes of the batch's tasks sampled per step
+    # (the batch's own labels are always kept); 0 = all classes.
+    cfg.TRAINER.SOFTCPT.CLS_SAMPLE_RATE = 0.0
+    cfg.TRAINER.SOFTCPT.TASK_INPUT = "name"  # text after the task context: name | description
+    # Optional words (e.g. "a photo of a") whose embeddings are added, frozen,
+    # to the meta network's output, so class prompts start from a hand-crafted
+    # prompt (sets N_CTX to their token count; the meta network's last layer
+    # then starts at zero). "" = the paper's method.
+    cfg.TRAINER.SOFTCPT.CTX_INIT = ""
+    cfg.TRAINER.SOFTCPT.PREC = "fp16"  # fp16 | amp | bf16 | fp32 (fp32 always on CPU)
+
+
+def resolve_variant(cfg_soft):
+    """The six structural settings as a dict, with VARIANT applied."""
+    name = cfg_soft.VARIANT
+    if name:
+        if name not in VARIANTS:
+            raise UserError(f"TRAINER.SOFTCPT.VARIANT must be one of {', '.join(VARIANTS)} or "
+                            f"'' (use the keys as given), got '{name}'")
+        return dict(zip(VARIANT_KEYS, VARIANTS[name]))
+    return {k: cfg_soft[k] for k in VARIANT_KEYS}
+
+
+def variant_name(settings):
+    """NATA ... CSTS for a settings dict (None when it is not one of the six)."""
+    for name, values in VARIANTS.items():
+        if tuple(settings[k] for k in VARIANT_KEYS) == values:
+            return name
+    return None
+
+
+def task_text(task, mode):
+    """The words after the task context: the task name made readable
+    ("OxfordPets" -> "oxford pets", "pants_type" -> "pants type") or the
+    task's one-line description."""
+    if mode == "description" and task.description:
+        return task.description.strip().rstrip(".")
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", task.name)
+    return " ".join(words.replace("_", " ").replace("-", " ").split()).lower()
+
+
+def build_meta_net(kind, in_dim, out_dim):
+    if kind == "linear":
+        net = nn.Linear(in_dim, out_dim, bias=False)
+    elif kind == "mlp":
+        hidden = max(in_dim // 4, 1)
+        net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True),
+                            nn.Linear(hidden, out_dim, bias=False))
+    else:
+        raise UserError(f"TRAINER.SOFTCPT.META_NET must be one of {META_NETS}, got '{kind}'")
+    for m in net.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return net
+
+
+class SoftPromptLearner(nn.Module):
+    """Task context, optional class-feature context and the meta network.
+
+    ``forward(classes)`` returns the class-prompt embeddings of ``classes``
+    (global indices), encoding only the task prompts (and class features)
+    those classes need; ``text_encoder`` is passed in so it is not
+    registered (it is frozen CLIP and never saved).
+    """
+
+    def __init__(self, settings, meta_kind, tasks, clip_model, task_input="name", ctx_init=""):
+        super().__init__()
+        s = settings
+        device = clip_model.ln_final.weight.device
+        classnames = [c for t in tasks for c in t.classnames]
+        n_tasks, n_cls = len(tasks), len(classnames)
+        ctx_dim = clip_model.ln_final.weight.shape[0]
+        feat_dim = clip_model.text_projection.shape[1]
+        self.class_aware = s["CLASS_N_CTX"] > 0
+        if s["CSC"] and not self.class_aware:
+            raise UserError("TRAINER.SOFTCPT.CSC True needs class-aware prompts "
+                            "(CLASS_N_CTX > 0): a class-agnostic meta network gives one "
+                            "context per task")
+        if s["TASK_N_CTX"] < 1 or s["N_CTX"] < 1:
+            raise UserError("TRAINER.SOFTCPT.TASK_N_CTX and N_CTX must be at least 1")
+        base, prefix = context_init(clip_model, s["N_CTX"], ctx_init)
+        self.n_ctx, self.ctx_dim = base.shape[0], ctx_dim
+        # Frozen offset of the generated context: the init words, or none.
+        self.register_buffer("ctx_base", (base if ctx_init else torch.zeros_like(base)).to(device),
+                             persistent=False)
+        self.csc = bool(s["CSC"])
+        self.register_buffer("owner", torch.tensor(
+            [i for i, t in enumerate(tasks) for _ in t.classnames], device=device),
+            persistent=False)
+
+        task_ctx, _ = context_init(clip_model, s["TASK_N_CTX"],
+                                   n_copies=n_tasks if s["TASK_CSC"] else None)
+        self.task_ctx = nn.Parameter(task_ctx.to(device))
+        self.task_prompts = PromptAssembler(clip_model, [task_text(t, task_input) for t in tasks],
+                                            s["TASK_N_CTX"])
+        if self.class_aware:
+            class_ctx, _ = context_init(clip_model, s["CLASS_N_CTX"],
+                                        n_copies=n_cls if s["CLASS_CSC"] else None)
+            self.class_ctx = nn.Parameter(class_ctx.to(device))
+            self.class_feature_prompts = PromptAssembler(
+                clip_model, classnames, s["CLASS_N_CTX"], prompt_prefix=" ".join(
+                    ["V"] * s["CLASS_N_CTX"]), suffix="")
+        in_dim = feat_dim * (2 if self.class_aware else 1)
+        self.meta_net = build_meta_net(meta_kind, in_dim, self.n_ctx * ctx_dim).to(device)
+        if ctx_init:  # start exactly at the hand-crafted prompt; gradients still reach W
+            nn.init.zeros_([m for m in self.meta_net.modules() if isinstance(m, nn.Linear)][-1].weight)
+        self.class_prompts = PromptAssembler(clip_model, classnames, self.n_ctx,
+                                             prompt_prefix=prefix)
+
+    @staticmethod
+    def _pick(ctx, index):
+        return ctx if ctx.dim() == 2 else ctx[index]
+
+    def task_features(self, text_encoder, task_index):
+        ctx = self._pick(self.task_ctx, task_index)
+        prompts = self.task_prompts(ctx, task_index)
+        return text_encoder(prompts, self.task_prompts.tokens(task_index))
+
+    def class_features(self, text_encoder, classes):
+        ctx = self._pick(self.class_ctx, classes)
+        prompts = self.class_feature_prompts(ctx, classes)
+        return text_encoder(prompts, self.class_feature_prompts.tokens(classes))
+
+    def contexts(self, text_encoder, classes):
+        """Class-prompt context (len(classes), N_CTX, ctx_dim)."""
+        owner = self.owner[classes]
+        tasks, position = torch.unique(owner, return_inverse=True)
+        task_feat = self.task_features(text_encoder, tasks)
+        if self.class_aware:
+            meta_in = torch.cat([task_feat[position],
+                                 self.class_features(text_encoder, classes)], dim=-1)
+            return self.ctx_base + self.meta_net(meta_in).view(-1, self.n_ctx, self.ctx_dim)
+        # NA: one context per task, shared by its classes.
+        per_task = self.meta_net(task_feat).view(-1, self.n_ctx, self.ctx_dim)
+        return self.ctx_base + per_task[position]
+
+    def forward(self, text_encoder, classes):
+        return self.class_prompts(self.contexts(text_encoder, classes), classes)
+
+
+@TRAINER_REGISTRY.register()
+class SoftCPT(ClipTrainer):
+    prec_key = "SOFTCPT"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        c = cfg.TRAINER.SOFTCPT
+        self.settings = resolve_variant(c)
+        if not 0.0 <= c.CLS_SAMPLE_RATE <= 1.0:
+            raise UserError(f"TRAINER.SOFTCPT.CLS_SAMPLE_RATE must be in [0, 1], "
+                            f"got {c.CLS_SAMPLE_RATE}")
+        if c.TASK_INPUT not in TASK_INPUTS:
+            raise UserError(f"TRAINER.SOFTCPT.TASK_INPUT must be one of {TASK_INPUTS}, "
+                            f"got '{c.TASK_INPUT}'")
+        if c.META_NET not in META_NETS:
+            raise UserError(f"TRAINER.SOFTCPT.META_NET must be one of {META_NETS}, "
+                            f"got '{c.META_NET}'")
+
+    def build_model(self):
+        c = self.cfg.TRAINER.SOFTCPT
+        clip_model = self.clip_model = self.load_clip()
+        name = variant_name(self.settings) or "custom"
+        print(f"Building SoftCPT ({name}: " + ", ".join(
+            f"{k}={v}" for k, v in self.settings.items()) + f", meta net {c.META_NET})")
+        self.prompt_learner = SoftPromptLearner(self.settings, c.META_NET, self.tasks,
+                                                clip_model, c.TASK_INPUT, c.CTX_INIT)
+        self.text_encoder = TextEncoder(clip_model)
+        self.model = self.prompt_learner
+        # All trainable parameters in one model: one optimizer, one step per batch.
+        optim = build_optimizer(self.prompt_learner, self.cfg.OPTIM)
+        sched = build_lr_scheduler(optim, self.cfg.OPTIM)
+        self.register_model("prompt_learner", self.prompt_learner, optim, sched)
+
+    def results_extra(self):
+        return {"variant": variant_name(self.settings) or "custom",
+                "softcpt": dict(self.settings, META_NET=self.cfg.TRAINER.SOFTCPT.META_NET)}
+
+    def text_features(self, classes):
+        prompts = self.prompt_learner(self.text_encoder, classes)
+        tokens = self.prompt_learner.class_prompts.tokens(classes)
+        return F.normalize(self.text_encoder(prompts, tokens).float(), dim=-1)
+
+    def sample_classes(self, classes, label):
+        """Keep the batch's labels and a CLS_SAMPLE_RATE fraction of the rest."""
+        rate = self.cfg.TRAINER.SOFTCPT.CLS_SAMPLE_RATE
+        if rate <= 0 or rate >= 1:
+            return classes
+        keep = torch.isin(classes, label)
+        negatives = classes[~keep]
+        n = int(round(rate * negatives.numel()))
+        picked = negatives[torch.randperm(negatives.numel(), device=negatives.device)[:n]]
+        return torch.sort(torch.cat([classes[keep], picked])).values
+
+    def forward_train(self, image, label, task, classes=None):
+        """``classes`` defaults to the classes of the batch's tasks; passing
+        all classes gives the same loss (used by the tests)."""
+        if classes is None:
+            classes = self.sample_classes(self.batch_classes(task), label)
+        logits = self.logit_scale * self.encode_image(image) @ self.text_features(classes).t()
+        loss, logits, target = self.task_loss(logits, label, task, classes)
+        return loss, logits, target, {}
+
+    @torch.no_grad()
+    def class_text_features(self, chunk=512):
+        # Chunks bound the memory of encoding thousands of class prompts at once.
+        every = torch.arange(self.num_classes, device=self.device)
+        return torch.cat([self.text_features(every[i:i + chunk])
+                          for i in range(0, every.numel(), chunk)])
