@@ -1,6 +1,5 @@
 """Trainers (one file per method). Importing this package registers them."""
 from . import coop, cocoop, zsclip
-from . import dualviewmi, kgcoop
 from . import coop_mt, linear_probe, softcpt
 from . import dualviewmi, kgcoop
 
