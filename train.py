@@ -16,6 +16,7 @@ import torch
 import datasets  # noqa: F401  (registers the datasets)
 import trainers
 from toolbox.config import get_cfg_default
+from toolbox.data.datasets.check import require_data
 from toolbox.engine import build_trainer
 from toolbox.errors import UserError, one_line
 from toolbox.utils import collect_env_info, set_random_seed, setup_logger
@@ -116,6 +117,7 @@ def main(args):
     print("** System info **")
     print(collect_env_info())
 
+    require_data(cfg)  # a missing dataset stops here with its path, before any loader is built
     trainer = build_trainer(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)

@@ -54,6 +54,7 @@ class DemoTask(TaskDataset):
 
     dataset_dir = "demo_digits"
     image_dir = "images"
+    builds_own_data = True  # writes its images on first use: nothing for a data check to miss
     datasets_md_section = "Demo"
     class_list = []
 
