@@ -14,7 +14,7 @@ die() { echo "error: $*" >&2; exit 2; }
 # Backbone key used in config names: rn50 rn101 vit_b32 vit_b16 vit_l14 tiny_vit tiny_rn.
 # The demo runs on the tiny CLIP unless told otherwise.
 default_backbone() {
-    if [ "$1" = "demo" ]; then echo tiny_vit; else echo rn50; fi
+    case "$1" in demo|demo_*) echo tiny_vit ;; *) echo rn50 ;; esac
 }
 
 dataset_config() {
@@ -42,13 +42,20 @@ run_seeds() {
     tcfg="$(trainer_config "$trainer" "$cfg_name")"
     for seed in $SEEDS; do
         local out="output/${dataset}/${trainer}/${cfg_name}_${shots}shots/${variant}/seed${seed}"
-        if [ -f "$out/results.json" ]; then
-            echo "Results exist in $out, skipping (delete the folder to run again)"
-            continue
-        fi
         echo "Running $trainer on $dataset, $shots shots, seed $seed -> $out"
-        "$PYTHON" "$REPO/train.py" --root "$DATA" --seed "$seed" --trainer "$trainer" \
-            --dataset-config-file "$dcfg" --config-file "$tcfg" --output-dir "$out" \
-            DATASET.NUM_SHOTS "$shots" "$@"
+        run_once "$out" --seed "$seed" --trainer "$trainer" \
+            --dataset-config-file "$dcfg" --config-file "$tcfg" DATASET.NUM_SHOTS "$shots" "$@"
     done
+}
+
+# run_once OUT [train.py ARGS ...]: one train.py run into OUT, skipped when
+# OUT/results.json exists (delete the folder to run again).
+run_once() {
+    local out="$1"
+    shift
+    if [ -f "$out/results.json" ]; then
+        echo "Results exist in $out, skipping (delete the folder to run again)"
+        return 0
+    fi
+    "$PYTHON" "$REPO/train.py" --root "$DATA" --output-dir "$out" "$@"
 }
