@@ -501,3 +501,23 @@ def test_upstream_style_adapter_uses_coop_static_helpers(data_root):
     assert item_keys(first.test) == item_keys(second.test)
     assert len(ImageNet.read_classnames(osp.join(ROOT, "datasets", "data",
                                                  "imagenet_classnames.txt"))) == 1000
+
+
+def test_train_py_evaluates_a_test_only_set(tmp_path):
+    """train.py --eval-only on ImageNet-A: the 200-class test set goes through the
+    data manager and evaluator into results.json under its own task name."""
+    from tests.conftest import run_train
+
+    root, out = str(tmp_path / "data"), str(tmp_path / "out")
+    write_layout(root, "ImageNetA")
+    run_train("--root", root, "--seed", "1", "--trainer", "ZeroshotCLIP",
+              "--dataset-config-file", "configs/datasets/imagenet_a.yaml",
+              "--config-file", "configs/trainers/ZeroshotCLIP/tiny_vit.yaml",
+              "--output-dir", out, "--eval-only",
+              "MODEL.BACKBONE.NAME", "tiny-vit")  # untrained: no digits pre-training to wait for
+    with open(osp.join(out, "results.json")) as f:
+        res = json.load(f)
+    assert res["dataset"] == "ImageNetA" and len(res["tasks"]) == 1
+    task = res["tasks"][0]
+    assert task["task"] == "ImageNetA" and task["total"] == 200 and task["metric"] == "accuracy"
+    assert list(res["per_class"]["ImageNetA"])[:2] == ["stingray", "goldfinch"]
