@@ -1,0 +1,96 @@
+"""tools/check_data.py and the same check in train.py."""
+import contextlib
+import io
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.suite_layouts import write_fashion20, write_plant6
+from toolbox.data.datasets import DATASET_REGISTRY
+
+import datasets  # noqa: F401
+import train
+from datasets.suites import FASHION20_TASKS, GENERAL10_TASKS, PLANT6_TASKS, RS8_TASKS
+from tools import check_data
+
+ALL44 = GENERAL10_TASKS + PLANT6_TASKS + RS8_TASKS + FASHION20_TASKS
+
+
+def run_tool(*argv):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = check_data.main([str(a) for a in argv])
+    return code, out.getvalue()
+
+
+def test_empty_root_names_all_44_tasks_with_paths_and_exits_nonzero(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    proc = subprocess.run([sys.executable, osp.join(ROOT, "tools", "check_data.py"),
+                           "--root", str(root), "--dataset-config-file",
+                           osp.join(ROOT, "configs/datasets/fewshot44.yaml")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    for name in ALL44:
+        cls = DATASET_REGISTRY.get(name)
+        expected = cls.expected_paths(str(root))[0]
+        section = cls.datasets_md_section
+        assert any(ln.split()[:2] == [name, "missing"] for ln in lines), name
+        assert f"{name}: dataset folder not found: {expected} (see DATASETS.md, section " \
+               f"'{section}')" in lines, name
+    assert "0 of 44 task(s) ready; 44 missing or broken" in proc.stdout
+    assert os.listdir(root) == []  # nothing written for missing datasets
+
+
+def test_found_tasks_report_split_sizes_and_classes(tmp_path):
+    root = str(tmp_path)
+    write_plant6(root)
+    code, out = run_tool("--root", root, "--dataset-config-file",
+                         osp.join(ROOT, "configs/datasets/plant6.yaml"))
+    assert code == 0, out
+    rows = {ln.split()[0]: ln.split()[1:] for ln in out.splitlines() if ln.split()
+            and ln.split()[0] in PLANT6_TASKS}
+    # own split folders: 3/1/2 per class; else 6 per class split 50/20/30 -> 3/1/2
+    assert rows["FruitVegetable"] == ["found", "108", "36", "72", "36"]
+    assert rows["PlantVillage"] == ["found", "117", "39", "78", "39"]
+    assert "6 of 6 task(s) ready" in out
+    # no few-shot cache is drawn by the check
+    assert not osp.exists(osp.join(root, "kaggle_flower", "split_fewshot"))
+
+
+def test_subset_and_broken_task_file(tmp_path):
+    root = str(tmp_path)
+    write_fashion20(root, n=3)
+    code, out = run_tool("--root", root, "--dataset-config-file",
+                         osp.join(ROOT, "configs/datasets/fewshot44.yaml"),
+                         "DATASET.TASKS", "['FashionHatStyle', 0]")
+    assert code == 1
+    assert "FashionHatStyle" in out and "Caltech101" in out and "DTD" not in out
+    assert "1 of 2 task(s) ready" in out
+    with open(osp.join(root, "fashion20", "task_info.csv"), "w") as f:
+        f.write("hat_style\tcap\n")
+    code, out = run_tool("--root", root, "--dataset-config-file",
+                         osp.join(ROOT, "configs/datasets/fashion20.yaml"), "--paths-only")
+    assert code == 1 and "two or more distinct" in out and out.count(" error ") >= 20
+
+
+def test_train_stops_before_loading_with_first_missing_path(tmp_path, capsys):
+    root = str(tmp_path)
+    write_plant6(root, n=2)
+    missing = osp.join(root, "plant_seedling_v1", "Nonsegmented")
+    os.rename(missing, missing + "_old")
+    with pytest.raises(SystemExit) as e:
+        train.cli(["--root", root, "--trainer", "CoOp", "--output-dir", str(tmp_path / "out"),
+                   "--dataset-config-file", osp.join(ROOT, "configs/datasets/plant6.yaml"),
+                   "--config-file", osp.join(ROOT, "configs/trainers/CoOp/tiny_vit_ep10.yaml")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: PlantSeedlingV1: dataset folder not found: {missing} "
+                   "(see DATASETS.md, section 'Plant-6')")
+    # nothing was drawn for the tasks that are there: the check ran before any loading
+    assert not osp.exists(osp.join(root, "kaggle_flower", "split_KaggleFlower.json"))
