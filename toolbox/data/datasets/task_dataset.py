@@ -144,7 +144,7 @@ class TaskDataset(DatasetBase):
         ``classnames`` maps a folder name to its readable class name: a dict or
         a function (default: ``clean_classname``).
         """
-        if classnames is None:
+        if not classnames:
             name_of = clean_classname
         else:
             name_of = classnames if callable(classnames) else classnames.__getitem__
