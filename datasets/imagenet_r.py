@@ -1,4 +1,4 @@
-"""ImageNet-R (Hendrycks et al., 2021): test only, renditions (art, cartoons, ...) of 200 classes."""
+"""ImageNet-R (Hendrycks et al., 2021): test only, renditions (art, toys, ...) of 200 classes."""
 from toolbox.data.datasets import DATASET_REGISTRY
 
 from .imagenet import ImageNetFamily
@@ -12,5 +12,5 @@ class ImageNetR(ImageNetFamily):
     test_only = True
     num_classes_expected = 200
     task_name = "ImageNetR"
-    task_description = "which of 200 ImageNet categories the rendition (art, cartoon, toy, ...) shows"
+    task_description = "which of 200 ImageNet categories the rendition (art, toy, ...) shows"
     datasets_md_section = "ImageNetR"

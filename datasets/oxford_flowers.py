@@ -18,7 +18,8 @@ class OxfordFlowers(CoOpTask):
     task_name = "OxfordFlowers"
     task_description = "which species of flower the photo shows"
     metric = "mean_per_class"
-    templates = ["a photo of a {}, a type of flower.", "a close-up photo of a {}, a type of flower."]
+    templates = ["a photo of a {}, a type of flower.",
+                 "a close-up photo of a {}, a type of flower."]
     datasets_md_section = "OxfordFlowers"
 
     def read_items(self):

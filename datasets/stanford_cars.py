@@ -30,7 +30,8 @@ class StanfordCars(CoOpTask):
         return " ".join(words)
 
     def read_annos(self, folder, anno_file):
-        meta = load_mat(osp.join(self.dataset_dir, "devkit", "cars_meta.mat"), "class_names").ravel()
+        meta = load_mat(osp.join(self.dataset_dir, "devkit", "cars_meta.mat"), "class_names")
+        meta = meta.ravel()
         annos = load_mat(osp.join(self.dataset_dir, anno_file), "annotations").ravel()
         items = []
         for a in annos:

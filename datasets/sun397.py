@@ -24,7 +24,7 @@ class SUN397(CoOpTask):
         return " ".join(code.split("/")[1:][::-1])
 
     def make_split(self):
-        codes = [line.lstrip("/") for line in read_lines(osp.join(self.dataset_dir, "ClassName.txt"))]
+        codes = [c.lstrip("/") for c in read_lines(osp.join(self.dataset_dir, "ClassName.txt"))]
         cname2label = {self.scene_name(c): i for i, c in enumerate(codes)}
 
         def read(fname):  # lines: '/a/abbey/sun_xxx.jpg'

@@ -318,8 +318,8 @@ def test_split_written_once_then_read(tmp_path, name):
     with open(split_path) as f:
         saved = json.load(f)
     second = load(root, name)
-    for a, b in ((first.train_x, second.train_x), (first.val, second.val), (first.test, second.test)):
-        assert item_keys(a) == item_keys(b)
+    for part in ("train_x", "val", "test"):
+        assert item_keys(getattr(first, part)) == item_keys(getattr(second, part))
     with open(split_path) as f:
         assert json.load(f) == saved  # not rewritten
     # The saved file is what gets loaded: an edited entry comes back edited.
@@ -369,7 +369,8 @@ def test_oxford_pets_static_helpers_for_ported_coop_files(tmp_path, data_root):
     assert new_train[0].classname == ds.classnames[19]
 
 
-@pytest.mark.parametrize("name", ["Caltech101", "FGVCAircraft", "StanfordCars", "UCF101", "ImageNet"])
+@pytest.mark.parametrize("name", ["Caltech101", "FGVCAircraft", "StanfordCars", "UCF101",
+                                  "ImageNet"])
 def test_fewshot_k_per_class_short_class_warned_and_stable(data_root, name):
     cfg = make_cfg(data_root, f"configs/datasets/{CASES[name][0]}.yaml", None,
                    ["--seed", "2", "VERBOSE", "False", "DATASET.NUM_SHOTS", "2"])
@@ -430,7 +431,8 @@ def test_expected_paths_exist_in_a_full_layout(tmp_path):
 def test_missing_class_folder_and_wrong_class_count(tmp_path):
     root = str(tmp_path)
     write_layout(root, "ImageNetA")
-    victim = osp.join(root, "imagenet-adversarial", "imagenet-a", load_list("imagenet_a_wnids.txt")[5])
+    victim = osp.join(root, "imagenet-adversarial", "imagenet-a",
+                      load_list("imagenet_a_wnids.txt")[5])
     shutil.rmtree(victim)
     with pytest.raises(UserError, match="1 of 200 class folders missing") as err:
         load(root, "ImageNetA")

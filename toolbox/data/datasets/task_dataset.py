@@ -56,7 +56,8 @@ class TaskDataset(DatasetBase):
             try:
                 self.save_split(train, val, test, self.split_path, self.image_dir)
             except OSError as e:  # read-only data folder: work on without a cache
-                warnings.warn(f"cannot write split file {self.split_path} ({e}); continuing without it")
+                warnings.warn(f"cannot write split file {self.split_path} ({e}); "
+                              "continuing without it")
 
         if cls.test_only:
             train, val = [], []
