@@ -277,3 +277,26 @@ def test_fewshot44_over_cached_splits_reads_no_image(data_root, tmp_path, monkey
     sub = load(root, "FewShot44", "DATASET.TASKS", "['SUN397', 43]", shots=2)
     assert [t.name for t in sub.tasks] == ["SUN397", "FashionUnderwearStyle"]
     assert sub.tasks[1].offset == 397
+
+
+def test_every_task_has_prompt_text_metric_and_config():
+    from toolbox.data.tasks import METRICS
+
+    members = GENERAL10_TASKS + PLANT6_TASKS + RS8_TASKS + FASHION20_TASKS
+    assert len(members) == len(set(members)) == 44
+    configs = {}
+    for fname in os.listdir(osp.join(ROOT, "configs", "datasets")):
+        with open(osp.join(ROOT, "configs", "datasets", fname)) as f:
+            text = f.read()
+        name = make_cfg("/nonexistent", f"configs/datasets/{fname}").DATASET.NAME
+        configs[name] = text
+    for name in members:
+        cls = DATASET_REGISTRY.get(name)
+        assert cls.task_description and cls.metric in METRICS, name
+        assert cls.templates and all(t.count("{}") == 1 for t in cls.templates), name
+        assert name in configs and not configs[name].startswith("# suite:"), name
+    for suite in ("General10", "Plant6", "RS8", "Fashion20", "FewShot44"):
+        assert configs[suite].startswith("# suite:"), suite
+    assert DATASET_REGISTRY.get("FewShot44").members == members
+    fashion_metrics = {DATASET_REGISTRY.get(n).metric for n in FASHION20_TASKS}
+    assert fashion_metrics == {"mean_per_class"}
