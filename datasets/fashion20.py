@@ -19,6 +19,7 @@ import os.path as osp
 from toolbox.data.datasets import DATASET_REGISTRY, Datum
 from toolbox.data.datasets.task_dataset import TaskDataset, clean_classname, is_image_file
 from toolbox.errors import UserError
+from toolbox.utils import listdir_nohidden
 
 SECTION = "Fashion-20"
 
@@ -124,7 +125,8 @@ class FashionTask(TaskDataset):
 
     def read_items(self):
         folder = osp.join(self.image_dir, str(self.task_id))
-        extra = sorted(set(os.listdir(folder)) - {str(i) for i in range(len(self.task_classes))})
+        found = {f for f in listdir_nohidden(folder) if osp.isdir(osp.join(folder, f))}
+        extra = sorted(found - {str(i) for i in range(len(self.task_classes))})
         if extra:
             raise UserError(f"{folder} has class folder(s) {', '.join(extra)} but task_info.csv "
                             f"lists {len(self.task_classes)} classes for '{self.key}' (folders "

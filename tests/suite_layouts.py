@@ -76,6 +76,8 @@ def write_fashion20(root, n=5, header=False, with_ids=False):
         for cid in range(len(classes)):
             for j in range(n):
                 put(osp.join(ddir, "images", str(tid), str(cid), f"{j:03d}.jpg"))
+    put(osp.join(ddir, "images", "0", ".DS_Store"), b"")  # stray files are not classes
+    put(osp.join(ddir, "images", "0", "notes.txt"), b"")
     with open(osp.join(ddir, "task_info.csv"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
