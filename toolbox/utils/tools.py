@@ -49,9 +49,10 @@ def read_json(fpath):
         return json.load(f)
 
 
-def write_json(obj, fpath):
-    """Write JSON atomically (temp file + rename)."""
-    atomic_write(fpath, lambda f: json.dump(obj, f, indent=4, separators=(",", ": ")))
+def write_json(obj, fpath, indent=4):
+    """Write JSON atomically (temp file + rename); ``indent=None`` for big files."""
+    seps = (",", ": ") if indent is not None else (",", ":")
+    atomic_write(fpath, lambda f: json.dump(obj, f, indent=indent, separators=seps))
 
 
 def listdir_nohidden(path, sort=False):
