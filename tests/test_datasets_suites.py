@@ -96,7 +96,8 @@ def test_plant6_published_counts_clean_names_own_splits(data_root):
     assert len(fv_test) == 36 * 2 and all("/test/" in d.impath for d in fv_test)
     # no split folders: seeded 50/20/30 of 6 images per class = 3/1/2
     fl = by_task["KaggleFlower"]
-    assert [sum(d.task == fl for d in part) for part in (ds.train_x, ds.val, ds.test)] == [15, 5, 10]
+    sizes = [sum(d.task == fl for d in part) for part in (ds.train_x, ds.val, ds.test)]
+    assert sizes == [15, 5, 10]
     # the made split is saved once and read back identically
     assert osp.isfile(osp.join(data_root, "kaggle_flower", "split_KaggleFlower.json"))
     again = load(data_root, "KaggleFlower", shots=0)
@@ -202,8 +203,8 @@ def test_fashion20_bad_task_info_is_one_line_error(tmp_path):
 def test_missing_class_folder_names_it(tmp_path):
     root = str(tmp_path)
     write_plant6(root, n=2)
-    shutil.rmtree(osp.join(root, "plant_village", "Plant_leave_diseases_dataset_without_augmentation",
-                           "Background_without_leaves"))
+    village = osp.join(root, "plant_village", "Plant_leave_diseases_dataset_without_augmentation")
+    shutil.rmtree(osp.join(village, "Background_without_leaves"))
     with pytest.raises(UserError, match="class folder not found: .*Background_without_leaves"):
         load(root, "PlantVillage", shots=0)
 
