@@ -111,12 +111,14 @@ def render(protocol, root, tablefmt="github"):
             body = [(d, fmt(b), fmt(n), fmt(h), "" if s is None else len(s))
                     for d, b, n, h, s in rows]
             out.append(f"## base-to-new: {method}\n" + tabulate(
-                body, headers=["dataset", "base", "new", "HM", "seeds"], tablefmt=tablefmt))
+                body, headers=["dataset", "base", "new", "HM", "seeds"], tablefmt=tablefmt,
+                disable_numparse=True))
     else:
         title = "cross-dataset" if protocol == "xd" else "domain generalisation"
         for (source, method), row in transfer_rows(root, protocol).items():
             out.append(f"## {title}: {method} (source {source})\n" + tabulate(
-                [[fmt(v) for v in row.values()]], headers=list(row), tablefmt=tablefmt))
+                [[fmt(v) for v in row.values()]], headers=list(row), tablefmt=tablefmt,
+                disable_numparse=True))
     if not out:
         raise UserError(f"no {protocol} results under {root}; run the protocol scripts "
                         f"(scripts/<method>/{'base2new' if protocol == 'base2new' else 'xd'}"
