@@ -1,0 +1,142 @@
+"""Reading and grouping results.json files (shared by parse_results.py and
+compare.py; protocol tables can build on the same functions).
+
+Layout written by scripts/common.sh:
+    <root>/<dataset>/<Trainer>/<config>_<shots>shots/<variant>/seed<S>/results.json
+A run folder is one seed; an experiment is the run folder's parent (all
+seeds of one setting). Figures are never parsed from logs.
+"""
+import glob
+import json
+import math
+import os.path as osp
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from toolbox.errors import UserError
+
+SEED_DIR = re.compile(r"^seed(\d+)$")
+SETTING_DIR = re.compile(r"^(?P<config>.+)_(?P<shots>-?\d+)shots$")
+
+
+@dataclass
+class Run:
+    path: str  # the results.json file
+    experiment: str  # run folder's parent, relative to the root searched
+    seed: int
+    data: dict
+
+    @property
+    def overall(self):
+        return float(self.data["overall"])
+
+    def task_values(self):
+        """OrderedDict task -> (metric, value) in the dataset's task order."""
+        return OrderedDict((t["task"], (t["metric"], float(t["value"])))
+                           for t in self.data.get("tasks", []))
+
+
+def read_results(path):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path} ({type(e).__name__}); delete the run folder and "
+                        "run it again") from None
+    if "overall" not in data or "tasks" not in data:
+        raise UserError(f"{path} is not a results.json written by train.py (no 'overall'/"
+                        "'tasks'); delete it and run again")
+    return data
+
+
+def find_runs(root):
+    """Every run under ``root`` (sorted by experiment, then seed)."""
+    if not osp.isdir(root):
+        raise UserError(f"results folder {root} does not exist; run a script under scripts/ "
+                        "first or point at its output folder")
+    runs = []
+    for path in glob.glob(osp.join(root, "**", "results.json"), recursive=True):
+        run_dir = osp.dirname(path)
+        data = read_results(path)
+        match = SEED_DIR.match(osp.basename(run_dir))
+        if match:
+            seed, exp_dir = int(match.group(1)), osp.dirname(run_dir)
+        else:  # a run folder not named seed<S>: its own experiment
+            seed, exp_dir = int(data.get("seed", 0)), run_dir
+        rel = osp.relpath(exp_dir, root)
+        runs.append(Run(path, "." if rel == "." else rel, seed, data))
+    return sorted(runs, key=lambda r: (r.experiment, r.seed))
+
+
+def group_runs(runs):
+    """OrderedDict experiment -> list of runs (one per seed)."""
+    groups = OrderedDict()
+    for r in runs:
+        groups.setdefault(r.experiment, []).append(r)
+    return groups
+
+
+def describe(experiment):
+    """dataset, trainer, config, shots, variant of a standard experiment path
+    (None values where the path does not follow the layout)."""
+    parts = experiment.split(osp.sep)
+    info = dict(dataset=None, trainer=None, config=None, shots=None, variant=None)
+    if len(parts) >= 4:
+        match = SETTING_DIR.match(parts[-2])
+        if match:
+            info.update(dataset=osp.join(*parts[:-3]), trainer=parts[-3],
+                        config=match.group("config"), shots=int(match.group("shots")),
+                        variant=parts[-1])
+    return info
+
+
+def mean_std(values, ddof=0):
+    """Mean and standard deviation (ddof 0, as CoOp's parse_test_res)."""
+    values = list(values)
+    n = len(values)
+    m = sum(values) / n
+    if n - ddof <= 0:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (n - ddof))
+
+
+@dataclass
+class Summary:
+    experiment: str
+    seeds: list
+    tasks: OrderedDict  # task -> dict(metric, mean, std, n)
+    overall: dict  # mean, std, n: over the seeds' overall figures
+
+    def rows(self):
+        """(task, metric, mean, std, n) rows, the overall figure last."""
+        out = [(t, s["metric"], s["mean"], s["std"], s["n"]) for t, s in self.tasks.items()]
+        out.append(("overall", "mean over tasks", self.overall["mean"], self.overall["std"],
+                    self.overall["n"]))
+        return out
+
+
+def summarize(experiment, runs, ddof=0):
+    """Mean and std over seeds of each task's metric and of the overall figure."""
+    tasks = OrderedDict()
+    for r in runs:
+        for task, (metric, value) in r.task_values().items():
+            tasks.setdefault(task, {"metric": metric, "values": []})["values"].append(value)
+    for task, entry in tasks.items():
+        m, s = mean_std(entry.pop("values"), ddof)
+        entry.update(mean=m, std=s, n=len([r for r in runs if task in r.task_values()]))
+    m, s = mean_std([r.overall for r in runs], ddof)
+    return Summary(experiment, [r.seed for r in runs], tasks, dict(mean=m, std=s, n=len(runs)))
+
+
+def summarize_all(root, ddof=0):
+    """Summary per experiment under ``root``."""
+    runs = find_runs(root)
+    if not runs:
+        raise UserError(f"no results.json under {root}; runs write one when they finish "
+                        "testing")
+    return [summarize(exp, rs, ddof) for exp, rs in group_runs(runs).items()]
+
+
+def fmt_mean_std(mean, std, n):
+    return f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
