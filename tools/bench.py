@@ -1,0 +1,193 @@
+"""Training-step speed and peak memory of SoftCPT, CoOp and CoCoOp on a
+CLIP of a real architecture's shapes (random weights, no download) with
+synthetic tasks and images (no dataset).
+
+    python tools/bench.py --arch vit_b16 --tasks 3 --classes 5 --batch 4 --steps 3
+    python tools/bench.py --arch rn50 --tasks 44 --classes 36 --batch 32 --device cuda
+
+Each method runs in its own process, so peak memory is that method's alone:
+CPU reports the peak resident set size (ru_maxrss; it includes the frozen
+CLIP, shown separately as "after build"), CUDA torch.cuda.max_memory_allocated.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tabulate import tabulate  # noqa: E402
+
+# clip.model.CLIP arguments of the real models (as build_model infers them).
+ARCHS = {
+    "rn50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3),
+                 vision_width=64, vision_patch_size=None, context_length=77, vocab_size=49408,
+                 transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "rn101": dict(embed_dim=512, image_resolution=224, vision_layers=(3, 4, 23, 3),
+                  vision_width=64, vision_patch_size=None, context_length=77, vocab_size=49408,
+                  transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "vit_b32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                    vision_patch_size=32, context_length=77, vocab_size=49408,
+                    transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "vit_b16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                    vision_patch_size=16, context_length=77, vocab_size=49408,
+                    transformer_width=512, transformer_heads=8, transformer_layers=12),
+}
+METHODS = ("SoftCPT", "CoOp", "CoCoOp")
+
+
+def arch_spec(arch):
+    if arch in ARCHS:
+        return ARCHS[arch]
+    from trainers.tiny_clip import TINY_SPECS
+
+    key = arch.replace("_", "-")
+    if key in TINY_SPECS:
+        return TINY_SPECS[key]
+    raise SystemExit(f"error: unknown --arch '{arch}'; choose from "
+                     f"{', '.join(list(ARCHS) + ['tiny_vit', 'tiny_rn'])}")
+
+
+def synthetic_tasks(n_tasks, n_classes):
+    from toolbox.data.tasks import TaskInfo
+
+    return [TaskInfo(name=f"task {t}", classnames=[f"object {t} {c}" for c in range(n_classes)],
+                     description=f"which object of group {t}", offset=t * n_classes)
+            for t in range(n_tasks)]
+
+
+def bench_cfg(method, args, resolution):
+    import trainers
+    from toolbox.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    trainers.extend_cfg(cfg)
+    cfg.TRAINER.NAME = method
+    cfg.USE_CUDA = args.device == "cuda"
+    cfg.INPUT.SIZE = (resolution, resolution)
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = args.batch
+    cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH = "sgd", 0.002, 50
+    cfg.TRAINER.SOFTCPT.VARIANT = args.variant
+    cfg.TRAINER.COCOOP.N_CTX, cfg.TRAINER.COCOOP.CTX_INIT = 4, "a photo of a"
+    for key in ("SOFTCPT", "COOP", "COCOOP"):
+        cfg.TRAINER[key].PREC = args.prec
+    cfg.VERBOSE = False
+    cfg.freeze()
+    return cfg
+
+
+def worker(args):
+    """Build one trainer around a random CLIP and time its training steps."""
+    import torch
+    from clip.model import CLIP
+
+    import trainers.base as base
+    from toolbox.engine import TRAINER_REGISTRY
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    spec = arch_spec(args.arch)
+    model = CLIP(**spec).float().eval().to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tasks = synthetic_tasks(args.tasks, args.classes)
+    # The trainers load CLIP through this function; hand them the random model.
+    base.load_clip_from_cfg = lambda cfg, device=None: model
+    cls = TRAINER_REGISTRY.get(args.worker)
+
+    class Bench(cls):
+        def build_data_loader(self):  # synthetic tasks instead of a dataset
+            self.tasks = tasks
+            self.num_classes = sum(t.num_classes for t in tasks)
+            self.lab2cname = {i: c for i, c in enumerate(c for t in tasks for c in t.classnames)}
+            self.train_loader_x = self.val_loader = self.test_loader = None
+            self.dm = SimpleNamespace(dataset=SimpleNamespace(
+                classnames=list(self.lab2cname.values()), tasks=tasks))
+
+    trainer = Bench(bench_cfg(args.worker, args, spec["image_resolution"]))
+    trainer.set_model_mode("train")
+    trainer.epoch, trainer.batch_idx, trainer.num_batches = 0, 0, 10 ** 9
+    after_build = rss_mb()
+    n_params = sum(p.numel() for n in trainer.get_model_names()
+                   for p in trainer._models[n].parameters() if p.requires_grad)
+    g = torch.Generator().manual_seed(0)
+    res = spec["image_resolution"]
+
+    def batch():
+        task = torch.randint(args.tasks, (args.batch,), generator=g)
+        label = task * args.classes + torch.randint(args.classes, (args.batch,), generator=g)
+        return {"img": torch.randn(args.batch, 3, res, res, generator=g), "label": label,
+                "task": task}
+
+    cuda = device.type == "cuda"
+    trainer.forward_backward(batch())  # warm-up (allocations, kernels)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.steps):
+        b = batch()
+        start = time.perf_counter()
+        trainer.forward_backward(b)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    ms = 1000.0 * sum(times) / len(times)
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else rss_mb()
+    print(json.dumps(dict(method=args.worker, ms_per_step=ms, images_per_s=1000.0 * args.batch / ms,
+                          peak_mb=peak, after_build_mb=None if cuda else after_build,
+                          trainable=n_params)))
+
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", default="vit_b16", help="rn50 rn101 vit_b32 vit_b16 tiny_vit tiny_rn")
+    p.add_argument("--tasks", type=int, default=3, help="number of synthetic tasks")
+    p.add_argument("--classes", type=int, default=5, help="classes per task")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--variant", default="NATA", help="SoftCPT variant")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--prec", default="fp16", help="PREC on CUDA (fp16 amp bf16 fp32); CPU: fp32")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    if args.worker:
+        return worker(args)
+    rows = []
+    for method in args.methods:
+        cmd = [sys.executable, osp.abspath(__file__), "--worker", method] + [
+            a for a in (argv if argv is not None else sys.argv[1:])]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                              env=dict(os.environ, PYTHONWARNINGS="ignore"))
+        if proc.returncode != 0:
+            raise SystemExit(f"error: {method} failed:\n{proc.stderr[-2000:]}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append([r["method"] + (f"-{args.variant}" if method == "SoftCPT" else ""),
+                     f"{r['ms_per_step']:.1f}", f"{r['images_per_s']:.2f}", f"{r['peak_mb']:.0f}",
+                     "-" if r["after_build_mb"] is None else f"{r['after_build_mb']:.0f}",
+                     f"{r['trainable']:,}"])
+    mem = "peak GPU MB" if args.device == "cuda" else "peak RSS MB"
+    print(f"arch {args.arch} (random weights), {args.tasks} tasks x {args.classes} classes, "
+          f"batch {args.batch}, {args.steps} timed steps, device {args.device}")
+    print(tabulate(rows, headers=["method", "ms/step", "images/s", mem, "RSS after build MB",
+                                  "trainable params"], tablefmt="github", disable_numparse=True))
+
+
+if __name__ == "__main__":
+    main()
