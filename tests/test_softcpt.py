@@ -246,3 +246,41 @@ def test_task_grouped_batches_encode_one_task(demo_root):
         assert owners.numel() == 1
         start, end = trainer.tasks[int(owners)].label_range
         assert classes.tolist() == list(range(start, end))
+
+
+def test_class_sampling_keeps_labels_and_a_fraction_of_negatives(demo_root):
+    trainer = build(demo_root, "TRAINER.SOFTCPT.VARIANT", "CATA",
+                    "TRAINER.SOFTCPT.CLS_SAMPLE_RATE", "0.5")
+    image, label, task = mixed_batch(trainer, tasks=(0,), per_task=3)
+    classes = trainer.batch_classes(task)  # DemoDigit's 10 classes
+    picked = trainer.sample_classes(classes, label)
+    n_pos = label.unique().numel()
+    assert set(label.tolist()) <= set(picked.tolist()) <= set(classes.tolist())
+    assert picked.numel() == n_pos + round(0.5 * (10 - n_pos))
+    assert torch.equal(picked, picked.sort().values)
+    loss, logits, target, _ = trainer.forward_train(image, label, task)
+    assert logits.shape[1] == picked.numel() and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("opts,message", [
+    (("TRAINER.SOFTCPT.VARIANT", "XYZ"), "TRAINER.SOFTCPT.VARIANT must be one of"),
+    (("TRAINER.SOFTCPT.VARIANT", "", "TRAINER.SOFTCPT.CSC", "True"), "needs class-aware"),
+    (("TRAINER.SOFTCPT.META_NET", "conv"), "TRAINER.SOFTCPT.META_NET must be one of"),
+    (("TRAINER.SOFTCPT.CLS_SAMPLE_RATE", "1.5"), "CLS_SAMPLE_RATE must be in [0, 1]"),
+])
+def test_bad_settings_are_one_line_user_errors(demo_root, opts, message):
+    from toolbox.errors import UserError
+
+    with pytest.raises(UserError, match=re.escape(message)) as info:
+        build(demo_root, *opts)
+    assert "\n" not in str(info.value)
+
+
+def test_mlp_meta_net_and_description_input_train(demo_root):
+    trainer = build(demo_root, "TRAINER.SOFTCPT.META_NET", "mlp",
+                    "TRAINER.SOFTCPT.TASK_INPUT", "description", "TRAINER.SOFTCPT.CTX_INIT", "")
+    image, label, task = mixed_batch(trainer)
+    before = [p.detach().clone() for p in trainer.prompt_learner.parameters()]
+    trainer.optimize(trainer.forward_train(image, label, task)[0])
+    after = list(trainer.prompt_learner.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(after, before))
