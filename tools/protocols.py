@@ -9,10 +9,7 @@ seeds found; the harmonic mean of an average row is taken of the averaged
 base and new accuracies (as in the CoCoOp and KgCoOp papers).
 """
 import argparse
-import glob
-import json
 import os.path as osp
-import re
 import sys
 from collections import OrderedDict, defaultdict
 
@@ -22,9 +19,9 @@ if ROOT not in sys.path:
 
 from tabulate import tabulate  # noqa: E402
 from toolbox.errors import UserError, one_line  # noqa: E402
+from tools.results_io import find_runs  # noqa: E402
 
 PROTOCOLS = ("base2new", "xd", "dg")
-SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
 def harmonic_mean(base, new):
@@ -38,17 +35,12 @@ def mean(values):
 
 
 def read_runs(folder):
-    """{relative run folder without the seed part: {seed: overall}} for every
-    ``.../seed<S>/results.json`` under ``folder``."""
+    """{experiment (run folder without the seed part): {seed: overall}} for
+    every run under ``folder`` (none if the folder does not exist)."""
     runs = defaultdict(dict)
-    for path in sorted(glob.glob(osp.join(folder, "**", "results.json"), recursive=True)):
-        run_dir = osp.dirname(path)
-        match = SEED_DIR.match(osp.basename(run_dir))
-        if not match:
-            continue
-        with open(path) as f:
-            overall = json.load(f)["overall"]
-        runs[osp.relpath(osp.dirname(run_dir), folder)][int(match.group(1))] = overall
+    if osp.isdir(folder):
+        for run in find_runs(folder):
+            runs[run.experiment][run.seed] = run.overall
     return runs
 
 
