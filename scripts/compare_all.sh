@@ -14,8 +14,12 @@ HERE="$(dirname "$0")"
 
 SEEDS="${ZS_SEEDS:-1}" bash "$HERE/zsclip/main.sh" "$DATASET" 0 "$BACKBONE"
 for shots in $SHOTS_LIST; do
-    for v in ${SOFTCPT_VARIANTS:-NATA}; do bash "$HERE/softcpt/main.sh" "$DATASET" "$shots" "$BACKBONE" "$v"; done
-    for m in ${COOP_MT_MODES:-shared task class}; do bash "$HERE/coop_mt/main.sh" "$DATASET" "$shots" "$BACKBONE" "$m"; done
+    for v in ${SOFTCPT_VARIANTS:-NATA}; do
+        bash "$HERE/softcpt/main.sh" "$DATASET" "$shots" "$BACKBONE" "$v"
+    done
+    for m in ${COOP_MT_MODES:-shared task class}; do
+        bash "$HERE/coop_mt/main.sh" "$DATASET" "$shots" "$BACKBONE" "$m"
+    done
     bash "$HERE/cocoop/main.sh" "$DATASET" "$shots" "$BACKBONE"
     bash "$HERE/linear_probe/main.sh" "$DATASET" "$shots" "$BACKBONE"
 done

@@ -162,7 +162,8 @@ class SoftPromptLearner(nn.Module):
         in_dim = feat_dim * (2 if self.class_aware else 1)
         self.meta_net = build_meta_net(meta_kind, in_dim, self.n_ctx * ctx_dim).to(device)
         if ctx_init:  # start exactly at the hand-crafted prompt; gradients still reach W
-            nn.init.zeros_([m for m in self.meta_net.modules() if isinstance(m, nn.Linear)][-1].weight)
+            last = [m for m in self.meta_net.modules() if isinstance(m, nn.Linear)][-1]
+            nn.init.zeros_(last.weight)
         self.class_prompts = PromptAssembler(clip_model, classnames, self.n_ctx,
                                              prompt_prefix=prefix)
 

@@ -7,6 +7,9 @@ source "$(dirname "$0")/../common.sh"
 DATASET="$1"; SHOTS="$2"; check_shots "$SHOTS"
 BACKBONE="${3:-$(default_backbone "$DATASET")}"
 MODE="${4:-task}"
-case "$MODE" in shared|task|class) ;; *) die "MODE must be shared, task or class, got '$MODE'" ;; esac
+case "$MODE" in
+    shared|task|class) ;;
+    *) die "MODE must be shared, task or class, got '$MODE'" ;;
+esac
 case "$BACKBONE" in tiny_*) CFG="${BACKBONE}_ep10" ;; *) CFG="${BACKBONE}_ep50" ;; esac
 run_seeds CoOpMT "$CFG" "$DATASET" "$SHOTS" "$MODE" TRAINER.COOP_MT.MODE "$MODE"
