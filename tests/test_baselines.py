@@ -121,3 +121,23 @@ def test_linear_probe_eval_only_without_model_is_one_line_error(demo_root, tmp_p
     assert proc.stderr.strip().startswith("error: no linear-probe classifiers at")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert osp.basename(str(tmp_path / "missing")) in proc.stderr
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["scripts/softcpt/main.sh", "demo", "1", "tiny_vit", "XYZ"], "VARIANT must be one of"),
+    (["scripts/coop_mt/main.sh", "demo", "1", "tiny_vit", "all"], "MODE must be shared"),
+    (["scripts/linear_probe/main.sh", "no_such_set", "1"], "no dataset config"),
+    (["scripts/cocoop/main.sh", "demo", "x"], "SHOTS must be a number"),
+    (["scripts/zsclip/main.sh"], "usage: bash scripts/zsclip/main.sh"),
+    (["scripts/compare_all.sh", "demo"], "usage: bash scripts/compare_all.sh"),
+])
+def test_scripts_reject_bad_arguments_with_one_line(tmp_path, argv, message):
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run(["bash", osp.join(ROOT, argv[0]), *argv[1:]], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and message in proc.stderr
+    assert not (tmp_path / "output").exists()
