@@ -116,3 +116,9 @@ def test_compare_unknown_dataset_is_one_line_error(results_tree):
     proc = run_tool("tools/compare.py", "--root", results_tree, "--dataset", "nope",
                     "--shots", "4")
     assert proc.returncode == 2 and proc.stderr.startswith("error: no results for dataset")
+
+
+def test_parse_results_protocol_option_uses_protocol_tables(results_tree):
+    proc = run_tool("tools/parse_results.py", results_tree, "--protocol", "base2new")
+    assert proc.returncode == 2  # no base-to-new runs in this tree: the protocol module says so
+    assert proc.stderr.startswith("error: no base2new results under")

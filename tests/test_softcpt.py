@@ -1,5 +1,6 @@
 """SoftCPT: variant table, meta-network sizes, the loss against a direct
 computation, batch-task encoding, learning on the demo, task-grouped batches."""
+import math
 import re
 import tempfile
 
@@ -284,3 +285,18 @@ def test_mlp_meta_net_and_description_input_train(demo_root):
     trainer.optimize(trainer.forward_train(image, label, task)[0])
     after = list(trainer.prompt_learner.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(after, before))
+
+
+def test_one_optimizer_one_step_per_batch(demo_root):
+    trainer = build(demo_root, "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1000")
+    assert trainer.get_model_names() == ["prompt_learner"]
+    optim = trainer._optims["prompt_learner"]
+    in_optim = {id(p) for g in optim.param_groups for p in g["params"]}
+    assert in_optim == {id(p) for p in trainer.prompt_learner.parameters() if p.requires_grad}
+    steps = []
+    step = optim.step
+    optim.step = lambda *a, **k: (steps.append(1), step(*a, **k))[1]
+    trainer.train()
+    assert len(steps) == 2 * len(trainer.train_loader_x)
+    # the cosine schedule moved once per epoch: epoch 2 of 2 ended at 0.5*LR*(1+cos(pi/2))
+    assert abs(trainer.get_current_lr() - 0.5 * 0.001 * (1 + math.cos(math.pi / 2))) < 1e-9
