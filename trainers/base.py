@@ -16,6 +16,7 @@ from toolbox.data.tasks import class_to_task
 from toolbox.engine import TrainerX
 from toolbox.errors import UserError
 from toolbox.metrics import compute_accuracy
+from toolbox.optim import build_lr_scheduler, build_optimizer
 
 from .clip_model import autocast_context, load_clip_from_cfg
 
@@ -53,6 +54,12 @@ class ClipTrainer(TrainerX):
         if self.device.type == "cuda" and self.prec in ("fp16", "amp"):
             self.scaler = torch.amp.GradScaler("cuda")
         return clip_model
+
+    def register_trainable(self, name, module):
+        """Register ``module`` with an optimizer and scheduler from cfg.OPTIM;
+        its checkpoints go to ``<output>/<name>/``."""
+        optim = build_optimizer(module, self.cfg.OPTIM)
+        self.register_model(name, module, optim, build_lr_scheduler(optim, self.cfg.OPTIM))
 
     def autocast(self):
         return autocast_context(self.device, self.prec)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 with warnings.catch_warnings():  # openai-clip imports the deprecated pkg_resources
     warnings.simplefilter("ignore")
     from clip import clip as clip_api
-    from clip.model import CLIP, build_model
+    from clip.model import build_model
 
 from toolbox.errors import UserError
 

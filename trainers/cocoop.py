@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
-from toolbox.optim import build_lr_scheduler, build_optimizer
 
 from .base import ClipTrainer
 from .clip_model import PromptAssembler, TextEncoder, context_init
@@ -54,9 +53,7 @@ class CoCoOp(ClipTrainer):
             self.cfg.TRAINER.COCOOP, self.dm.dataset.classnames, clip_model)
         self.text_encoder = TextEncoder(clip_model)
         self.model = self.prompt_learner
-        optim = build_optimizer(self.prompt_learner, self.cfg.OPTIM)
-        sched = build_lr_scheduler(optim, self.cfg.OPTIM)
-        self.register_model("prompt_learner", self.prompt_learner, optim, sched)
+        self.register_trainable("prompt_learner", self.prompt_learner)
 
     def conditional_logits(self, image_features, task):
         """Logits (batch, num_classes); each image's prompts are encoded only

@@ -1,12 +1,10 @@
 """CoOp (Zhou et al., IJCV 2022): a learnable context shared by all classes
 (or one per class with CSC) in front of, around or after the class name."""
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
-from toolbox.optim import build_lr_scheduler, build_optimizer
 
 from .base import ClipTrainer
 from .clip_model import PromptAssembler, TextEncoder, context_init
@@ -53,9 +51,7 @@ class CoOp(ClipTrainer):
                                             clip_model)
         self.text_encoder = TextEncoder(clip_model)
         self.model = self.prompt_learner  # the trainable part
-        optim = build_optimizer(self.prompt_learner, self.cfg.OPTIM)
-        sched = build_lr_scheduler(optim, self.cfg.OPTIM)
-        self.register_model("prompt_learner", self.prompt_learner, optim, sched)
+        self.register_trainable("prompt_learner", self.prompt_learner)
 
     def text_features(self, index=None):
         prompts = self.prompt_learner(index)

@@ -14,7 +14,6 @@ from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError
-from toolbox.optim import build_lr_scheduler, build_optimizer
 
 from .clip_model import TextEncoder
 from .coop import CoOp, PromptLearner
@@ -74,9 +73,7 @@ class CoOpMT(CoOp):
                                                      clip_model)
         self.text_encoder = TextEncoder(clip_model)
         self.model = self.prompt_learner
-        optim = build_optimizer(self.prompt_learner, self.cfg.OPTIM)
-        sched = build_lr_scheduler(optim, self.cfg.OPTIM)
-        self.register_model("prompt_learner", self.prompt_learner, optim, sched)
+        self.register_trainable("prompt_learner", self.prompt_learner)
 
     def results_extra(self):
         return {"variant": self.cfg.TRAINER.COOP_MT.MODE}

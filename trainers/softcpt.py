@@ -22,7 +22,6 @@ from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError
-from toolbox.optim import build_lr_scheduler, build_optimizer
 
 from .base import ClipTrainer
 from .clip_model import PromptAssembler, TextEncoder, context_init
@@ -227,9 +226,7 @@ class SoftCPT(ClipTrainer):
         self.text_encoder = TextEncoder(clip_model)
         self.model = self.prompt_learner
         # All trainable parameters in one model: one optimizer, one step per batch.
-        optim = build_optimizer(self.prompt_learner, self.cfg.OPTIM)
-        sched = build_lr_scheduler(optim, self.cfg.OPTIM)
-        self.register_model("prompt_learner", self.prompt_learner, optim, sched)
+        self.register_trainable("prompt_learner", self.prompt_learner)
 
     def results_extra(self):
         return {"variant": variant_name(self.settings) or "custom",

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from toolbox.errors import UserError
-from toolbox.optim import build_lr_scheduler, build_optimizer
 
 from .clip_model import TextEncoder
 from .coop import CoOp, PromptLearner
@@ -38,10 +37,6 @@ class TwoViewCoOp(CoOp):
         if node.TEMPLATES not in TEMPLATE_MODES:
             raise UserError(f"TRAINER.{self.prec_key}.TEMPLATES must be one of "
                             f"{TEMPLATE_MODES}, got '{node.TEMPLATES}'")
-
-    def register_trainable(self, name, module):
-        optim = build_optimizer(module, self.cfg.OPTIM)
-        self.register_model(name, module, optim, build_lr_scheduler(optim, self.cfg.OPTIM))
 
     def build_model(self):
         node = self.node
