@@ -1,5 +1,6 @@
 """SoftCPT's baselines: CoOpMT's context layouts and the linear probe."""
 import json
+import os
 import os.path as osp
 import tempfile
 
@@ -141,3 +142,32 @@ def test_scripts_reject_bad_arguments_with_one_line(tmp_path, argv, message):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and message in proc.stderr
     assert not (tmp_path / "output").exists()
+
+
+@pytest.mark.parametrize("extra,folder,ctx_args", [
+    # the tiny config's CTX_INIT "a photo of the digit" sets the context: 5 words
+    ([], "nctx5_cscFalse_ctpend", []),
+    # an explicit N_CTX wins and clears the config's CTX_INIT
+    (["8", "True", "front"], "nctx8_cscTrue_ctpfront",
+     ["TRAINER.COOP.N_CTX", "8", "TRAINER.COOP.CTX_INIT", ""]),
+])
+def test_coop_script_names_the_context_it_trains(tmp_path, extra, folder, ctx_args):
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    # PYTHON=a logger: record the train.py argv instead of training
+    log = tmp_path / "argv.txt"
+    fake = tmp_path / "fake_python.sh"
+    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > {log}\n')
+    fake.chmod(0o755)
+    proc = subprocess.run(["bash", osp.join(ROOT, "scripts/coop/main.sh"), "demo", "4",
+                           "tiny_vit", *extra], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHON": str(fake), "SEEDS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    argv = log.read_text().split("\n")[:-1]
+    out = argv[argv.index("--output-dir") + 1]
+    assert out == f"output/demo/CoOp/tiny_vit_ep10_4shots/{folder}/seed1"
+    opts = argv[argv.index("DATASET.NUM_SHOTS"):]
+    assert opts[2:2 + len(ctx_args)] == ctx_args
+    assert ("TRAINER.COOP.CTX_INIT" in opts) == bool(ctx_args)

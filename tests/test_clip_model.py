@@ -47,6 +47,28 @@ def test_tiny_weights_load_through_the_real_weights_paths(tmp_path, monkeypatch,
         assert torch.allclose(m.encode_text(tok), ref.encode_text(tok))
 
 
+def test_fp16_torchscript_archive_loads_like_the_official_files(tmp_path):
+    """OpenAI's .pt files are fp16 TorchScript archives of the whole model:
+    one made the same way from a tiny CLIP loads (via MODEL.BACKBONE.PATH) as
+    an fp32 model equal to the fp16-rounded original."""
+    import warnings
+
+    from clip.model import convert_weights
+
+    model = random_tiny("tiny-vit").eval()
+    convert_weights(model)  # what the official checkpoints store
+    img, tok = torch.randn(2, 3, 32, 32), tokenize(["a photo of a cat.", "a dog."])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, (img.half(), tok), check_trace=False)
+    traced.save(str(tmp_path / "ViT-B-16.pt"))
+    loaded = load_clip("ViT-B/16", path=str(tmp_path / "ViT-B-16.pt"))
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    ref = model.float()
+    assert torch.allclose(loaded.encode_image(img), ref.encode_image(img), atol=1e-6)
+    assert torch.allclose(loaded.encode_text(tok), ref.encode_text(tok), atol=1e-6)
+
+
 def test_missing_weights_offline_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIP_CACHE", str(tmp_path))
     monkeypatch.setenv("CLIP_OFFLINE", "1")

@@ -294,8 +294,7 @@ def test_one_optimizer_one_step_per_batch(demo_root):
     in_optim = {id(p) for g in optim.param_groups for p in g["params"]}
     assert in_optim == {id(p) for p in trainer.prompt_learner.parameters() if p.requires_grad}
     steps = []
-    step = optim.step
-    optim.step = lambda *a, **k: (steps.append(1), step(*a, **k))[1]
+    optim.register_step_post_hook(lambda *args: steps.append(1))
     trainer.train()
     assert len(steps) == 2 * len(trainer.train_loader_x)
     # the cosine schedule moved once per epoch: epoch 2 of 2 ended at 0.5*LR*(1+cos(pi/2))

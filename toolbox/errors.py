@@ -31,3 +31,10 @@ def one_line(exc):
     if marker in last:
         last = last.split(marker, 1)[1]
     return last
+
+
+def check_choice(name, value, choices):
+    """Raise a UserError unless ``value`` is one of ``choices``; ``name`` is the
+    config key (or option) the user set, e.g. ``TRAINER.COOP_MT.MODE``."""
+    if value not in choices:
+        raise UserError(f"{name} must be one of {tuple(choices)}, got '{value}'")

@@ -18,7 +18,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from tabulate import tabulate  # noqa: E402
-from toolbox.errors import UserError, one_line  # noqa: E402
+from toolbox.errors import UserError, check_choice, one_line  # noqa: E402
 from tools.results_io import find_runs  # noqa: E402
 
 PROTOCOLS = ("base2new", "xd", "dg")
@@ -95,8 +95,7 @@ def fmt(value):
 
 def render(protocol, root, tablefmt="github"):
     """The protocol's tables as text."""
-    if protocol not in PROTOCOLS:
-        raise UserError(f"protocol must be one of {PROTOCOLS}, got '{protocol}'")
+    check_choice("protocol", protocol, PROTOCOLS)
     out = []
     if protocol == "base2new":
         for method, rows in base2new_rows(root).items():

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from toolbox.data.tasks import class_to_task
 from toolbox.engine import TrainerX
-from toolbox.errors import UserError
+from toolbox.errors import check_choice
 from toolbox.metrics import compute_accuracy
 from toolbox.optim import build_lr_scheduler, build_optimizer
 
@@ -28,9 +28,7 @@ class ClipTrainer(TrainerX):
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
-        if self.prec not in PRECISIONS:
-            raise UserError(f"TRAINER.{self.prec_key}.PREC must be one of {PRECISIONS}, "
-                            f"got '{self.prec}'")
+        check_choice(f"TRAINER.{self.prec_key}.PREC", self.prec, PRECISIONS)
 
     def __init__(self, cfg):
         self._eval_text = None

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from toolbox.errors import UserError
+from toolbox.errors import check_choice
 
 AUG_MODES = ("none", "mixup", "prototype")
 
@@ -40,8 +40,7 @@ class ClassAugment(nn.Module):
 
     def __init__(self, mode, num_classes, dim, alpha):
         super().__init__()
-        if mode not in AUG_MODES:
-            raise UserError(f"augmentation must be one of {AUG_MODES}, got '{mode}'")
+        check_choice("augmentation", mode, AUG_MODES)
         self.mode, self.alpha = mode, alpha
         self.register_buffer("prototypes", torch.zeros(num_classes, dim), persistent=False)
         self.register_buffer("counts", torch.zeros(num_classes), persistent=False)

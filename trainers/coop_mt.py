@@ -13,7 +13,7 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
-from toolbox.errors import UserError
+from toolbox.errors import check_choice
 
 from .clip_model import TextEncoder
 from .coop import CoOp, PromptLearner
@@ -61,9 +61,7 @@ class CoOpMT(CoOp):
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
-        if cfg.TRAINER.COOP_MT.MODE not in MODES:
-            raise UserError(f"TRAINER.COOP_MT.MODE must be one of {MODES}, "
-                            f"got '{cfg.TRAINER.COOP_MT.MODE}'")
+        check_choice("TRAINER.COOP_MT.MODE", cfg.TRAINER.COOP_MT.MODE, MODES)
 
     def build_model(self):
         clip_model = self.clip_model = self.load_clip()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
-from toolbox.errors import UserError
+from toolbox.errors import UserError, check_choice
 
 from .class_augment import AUG_MODES, ClassAugment
 from .mi_estimators import MI_ESTIMATORS, MIEstimator
@@ -44,12 +44,9 @@ class DualViewMI(TwoViewCoOp):
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         c = cfg.TRAINER.DUALVIEWMI
-        for key, value, allowed in (("MI_ESTIMATOR", c.MI_ESTIMATOR, MI_ESTIMATORS),
-                                    ("AUG", c.AUG, AUG_MODES),
-                                    ("INFERENCE", c.INFERENCE, INFERENCE_MODES)):
-            if value not in allowed:
-                raise UserError(f"TRAINER.DUALVIEWMI.{key} must be one of {allowed}, "
-                                f"got '{value}'")
+        for key, allowed in (("MI_ESTIMATOR", MI_ESTIMATORS), ("AUG", AUG_MODES),
+                             ("INFERENCE", INFERENCE_MODES)):
+            check_choice(f"TRAINER.DUALVIEWMI.{key}", c[key], allowed)
         for key in ("MI_TEMPERATURE", "AUG_ALPHA"):
             if not c[key] > 0:
                 raise UserError(f"TRAINER.DUALVIEWMI.{key} must be > 0, got {c[key]}")

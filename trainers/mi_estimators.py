@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from toolbox.errors import UserError
+from toolbox.errors import check_choice
 
 MI_ESTIMATORS = ("infonce", "critic")
 
@@ -46,8 +46,7 @@ class MIEstimator(nn.Module):
 
     def __init__(self, kind, dim, temperature):
         super().__init__()
-        if kind not in MI_ESTIMATORS:
-            raise UserError(f"MI estimator must be one of {MI_ESTIMATORS}, got '{kind}'")
+        check_choice("MI estimator", kind, MI_ESTIMATORS)
         self.kind = kind
         self.temperature = temperature
         if kind == "critic":

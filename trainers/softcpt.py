@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
-from toolbox.errors import UserError
+from toolbox.errors import UserError, check_choice
 
 from .base import ClipTrainer
 from .clip_model import PromptAssembler, TextEncoder, context_init
@@ -208,12 +208,8 @@ class SoftCPT(ClipTrainer):
         if not 0.0 <= c.CLS_SAMPLE_RATE <= 1.0:
             raise UserError(f"TRAINER.SOFTCPT.CLS_SAMPLE_RATE must be in [0, 1], "
                             f"got {c.CLS_SAMPLE_RATE}")
-        if c.TASK_INPUT not in TASK_INPUTS:
-            raise UserError(f"TRAINER.SOFTCPT.TASK_INPUT must be one of {TASK_INPUTS}, "
-                            f"got '{c.TASK_INPUT}'")
-        if c.META_NET not in META_NETS:
-            raise UserError(f"TRAINER.SOFTCPT.META_NET must be one of {META_NETS}, "
-                            f"got '{c.META_NET}'")
+        check_choice("TRAINER.SOFTCPT.TASK_INPUT", c.TASK_INPUT, TASK_INPUTS)
+        check_choice("TRAINER.SOFTCPT.META_NET", c.META_NET, META_NETS)
 
     def build_model(self):
         c = self.cfg.TRAINER.SOFTCPT

@@ -8,7 +8,7 @@ on base classes rebuilds them for new classes.
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from toolbox.errors import UserError
+from toolbox.errors import check_choice
 
 from .clip_model import TextEncoder
 from .coop import CoOp, PromptLearner
@@ -34,9 +34,7 @@ class TwoViewCoOp(CoOp):
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         node = cfg.TRAINER[self.prec_key]
-        if node.TEMPLATES not in TEMPLATE_MODES:
-            raise UserError(f"TRAINER.{self.prec_key}.TEMPLATES must be one of "
-                            f"{TEMPLATE_MODES}, got '{node.TEMPLATES}'")
+        check_choice(f"TRAINER.{self.prec_key}.TEMPLATES", node.TEMPLATES, TEMPLATE_MODES)
 
     def build_model(self):
         node = self.node

@@ -3,7 +3,7 @@ task's own templates, or an ensemble)."""
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
-from toolbox.errors import UserError
+from toolbox.errors import check_choice
 
 from .base import ClipTrainer
 from .templates import TEMPLATE_MODES, hand_crafted_features
@@ -23,9 +23,7 @@ class ZeroshotCLIP(ClipTrainer):
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
-        if cfg.TRAINER.ZSCLIP.TEMPLATES not in TEMPLATE_MODES:
-            raise UserError(f"TRAINER.ZSCLIP.TEMPLATES must be one of {TEMPLATE_MODES}, "
-                            f"got '{cfg.TRAINER.ZSCLIP.TEMPLATES}'")
+        check_choice("TRAINER.ZSCLIP.TEMPLATES", cfg.TRAINER.ZSCLIP.TEMPLATES, TEMPLATE_MODES)
 
     def build_model(self):
         self.clip_model = self.load_clip()
