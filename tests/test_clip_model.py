@@ -103,3 +103,35 @@ def test_assembler_buffers_are_not_saved():
     assert torch.equal(out[:, 1:5], ctx.expand(2, -1, -1))
     sub = asm(ctx, torch.tensor([1]))
     assert torch.equal(sub[0], out[1])
+
+
+def test_download_lands_atomically_and_a_failed_one_leaves_nothing(tmp_path, monkeypatch):
+    """Weights come through clip's own downloader into a temporary folder and
+    are moved into the cache only when complete."""
+    import os
+
+    from clip import clip as clip_api
+
+    monkeypatch.setenv("CLIP_CACHE", str(tmp_path))
+    monkeypatch.delenv("CLIP_OFFLINE", raising=False)
+    state = random_tiny("tiny-vit").state_dict()
+
+    def interrupted(url, root):
+        with open(os.path.join(root, os.path.basename(url)), "wb") as f:
+            f.write(b"half a file")
+        raise ConnectionResetError("network went away")
+
+    monkeypatch.setattr(clip_api, "_download", interrupted)
+    with pytest.raises(UserError, match="download failed"):
+        clip_state_dict("RN50")
+    assert os.listdir(tmp_path) == []  # no partial RN50.pt, no temp folder
+
+    def complete(url, root):
+        path = os.path.join(root, os.path.basename(url))
+        torch.save(state, path)
+        return path
+
+    monkeypatch.setattr(clip_api, "_download", complete)
+    loaded = clip_state_dict("RN50")
+    assert os.listdir(tmp_path) == ["RN50.pt"]
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())

@@ -5,7 +5,9 @@ embeddings; prompt assembly around learnable context; hand-crafted features.
 import contextlib
 import os
 import os.path as osp
+import shutil
 import socket
+import tempfile
 import warnings
 
 import torch
@@ -52,15 +54,18 @@ def _read_weights(path):
 
 
 def _download(name, timeout=20):
+    """Download ``name`` with clip's own downloader (which checks the SHA256)
+    into a temporary folder, then move it into place: an interrupted download
+    never leaves a partial weights file in the cache."""
     target = weights_file(name)
+    os.makedirs(clip_cache_dir(), exist_ok=True)
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
+    tmp_dir = tempfile.mkdtemp(prefix=".download-", dir=clip_cache_dir())
     try:
-        return clip_api._download(clip_api._MODELS[name], clip_cache_dir())
+        os.replace(clip_api._download(clip_api._MODELS[name], tmp_dir), target)
+        return target
     except Exception as e:
-        partial = target
-        if osp.exists(partial) and osp.getsize(partial) == 0:
-            os.remove(partial)
         raise UserError(
             f"CLIP weights for {name} not found at {target} and the download failed "
             f"({type(e).__name__}); on a machine with internet run "
@@ -68,6 +73,7 @@ def _download(name, timeout=20):
             f"to {clip_cache_dir()}, or set MODEL.BACKBONE.PATH to a local weights file") from None
     finally:
         socket.setdefaulttimeout(old)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def clip_state_dict(name, path=""):
