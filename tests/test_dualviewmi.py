@@ -252,3 +252,38 @@ def test_bad_options_are_one_line_errors(demo_root, tmp_path):
                        ("FUSE_WEIGHT", "1.5"), ("MI_TEMPERATURE", "0.0"), ("TEMPLATES", "x")):
         with pytest.raises(UserError, match=f"TRAINER.DUALVIEWMI.{key}"):
             build(demo_root, "DualViewMI", DV_CFG, tmp_path, f"TRAINER.DUALVIEWMI.{key}", value)
+
+
+def test_resume_is_exact_with_prototypes_and_critic(demo_root, tmp_path):
+    """DualViewMI with class prototypes (running means outside the saved
+    weights) and a critic (a second saved model): a run resumed from its
+    epoch-1 checkpoints ends with exactly the uninterrupted run's weights and
+    prototypes, also when a crash left the two models' pointers an epoch apart."""
+    import shutil
+
+    from toolbox.utils import set_random_seed
+
+    opts = ("TRAINER.DUALVIEWMI.MI_ESTIMATOR", "critic", "TRAINER.DUALVIEWMI.AUG", "prototype",
+            "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1", "TEST.NO_TEST", "True")
+
+    def run(out):
+        set_random_seed(1)
+        trainer = build(demo_root, "DualViewMI", DV_CFG, out, *opts, shots="4")
+        trainer.train()
+        return trainer
+
+    full = run(tmp_path / "full")
+    assert full.class_aug.counts.sum() > 0
+    ckpt = torch.load(tmp_path / "full" / "prompt_learner" / "model.pth.tar-1", weights_only=True)
+    assert set(ckpt["training_state"]) == {"class_prototypes", "class_counts"}
+
+    shutil.copytree(tmp_path / "full", tmp_path / "crashed")
+    # killed while saving epoch 2: the prompt learner's pointer moved, the critic's did not
+    (tmp_path / "crashed" / "mi_critic" / "checkpoint").write_text("model.pth.tar-1\n")
+    resumed = run(tmp_path / "crashed")
+    assert resumed.start_epoch == 1
+    for name in ("prompt_learner", "mi_critic"):
+        a, b = full._models[name].state_dict(), resumed._models[name].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert torch.equal(full.class_aug.prototypes, resumed.class_aug.prototypes)
+    assert torch.equal(full.class_aug.counts, resumed.class_aug.counts)

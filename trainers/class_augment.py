@@ -34,8 +34,9 @@ class ClassAugment(nn.Module):
     ``prototype``: mix each feature with its class prototype, the running
     mean of every feature of that class seen so far in training.
 
-    The prototypes are not saved: they depend on the class list (a model
-    trained on base classes must load for new ones) and rebuild in one epoch.
+    The prototypes are not part of the saved weights (they depend on the class
+    list, and a model trained on base classes must load for new ones); the
+    trainer keeps them in its checkpoints' training state so --resume is exact.
     """
 
     def __init__(self, mode, num_classes, dim, alpha):

@@ -69,6 +69,18 @@ class DualViewMI(TwoViewCoOp):
         super().set_model_mode(mode, names)
         self.class_aug.train(mode == "train")  # augmentation only while training
 
+    def training_state(self):
+        # prototypes are running means outside the saved weights: keep them for --resume
+        if self.class_aug.mode != "prototype":
+            return None
+        return {"class_prototypes": self.class_aug.prototypes.cpu(),
+                "class_counts": self.class_aug.counts.cpu()}
+
+    def load_training_state(self, state):
+        if self.class_aug.mode == "prototype" and "class_prototypes" in state:
+            self.class_aug.prototypes.copy_(state["class_prototypes"])
+            self.class_aug.counts.copy_(state["class_counts"])
+
     def forward_train(self, image, label, task):
         c = self.node
         classes = self.batch_classes(task)

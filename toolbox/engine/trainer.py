@@ -54,6 +54,7 @@ class TrainerBase:
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         names = self.get_model_names()
         rng_state = get_rng_state()
+        extra = self.training_state()
         for name in names:
             model_dict = self._models[name].state_dict()
             optim_dict = self._optims[name].state_dict() if self._optims[name] is not None else None
@@ -64,8 +65,19 @@ class TrainerBase:
                 state["optimizer"] = optim_dict
             if sched_dict is not None:
                 state["scheduler"] = sched_dict
+            if extra is not None:
+                state["training_state"] = extra
             save_checkpoint(state, osp.join(directory, name), is_best=is_best,
                             model_name=model_name)
+
+    def training_state(self):
+        """State beyond weights, optimizers, schedulers and RNG that exact
+        resumption needs (e.g. running statistics kept outside the saved
+        models); plain tensors and containers. None: nothing."""
+        return None
+
+    def load_training_state(self, state):
+        """Restore what ``training_state`` returned (called on resume)."""
 
     def resume_model_if_exist(self, directory):
         names = self.get_model_names()
@@ -73,10 +85,22 @@ class TrainerBase:
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
-        start_epoch = 0
+        files = {}
         for name in names:
             with open(osp.join(directory, name, "checkpoint")) as f:
-                fname = f.readline().strip()
+                files[name] = f.readline().strip()
+        # A crash between saving two models leaves their pointers one epoch
+        # apart: resume all of them from the older, common epoch.
+        epochs = {n: int(f.rsplit("-", 1)[1]) for n, f in files.items()
+                  if f.startswith("model.pth.tar-") and f.rsplit("-", 1)[1].isdigit()}
+        if len(epochs) == len(names) and len(set(epochs.values())) > 1:
+            common = min(epochs.values())
+            files = {n: f"model.pth.tar-{common}" for n in names}
+            print(f"Checkpoints of {', '.join(names)} are from different epochs; "
+                  f"resuming all from epoch {common}")
+        start_epoch = 0
+        for name in names:
+            fname = files[name]
             ckpt = load_checkpoint(osp.join(directory, name, fname))
             self._models[name].load_state_dict(ckpt["state_dict"], strict=False)
             if self._optims[name] is not None and "optimizer" in ckpt:
@@ -86,6 +110,8 @@ class TrainerBase:
             start_epoch = ckpt["epoch"]
             if ckpt.get("rng_state") is not None:
                 set_rng_state(ckpt["rng_state"])
+            if ckpt.get("training_state") is not None:
+                self.load_training_state(ckpt["training_state"])
             print(f"Loaded {name} from {fname}, resuming at epoch {start_epoch + 1}")
         return start_epoch
 
