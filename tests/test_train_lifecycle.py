@@ -112,3 +112,30 @@ def test_best_val_model_selection(demo_root, tmp_path):
     assert "Evaluate on the *val* set" in proc.stdout
     assert os.path.exists(os.path.join(out, "prompt_learner", "model-best.pth.tar"))
     assert "Deploy the model with the best val performance" in proc.stdout
+
+
+def test_resumed_best_val_run_keeps_the_best_so_far(demo_root, tmp_path):
+    """Checkpoints carry the best validation result so far; a best_val run
+    resumed from epoch 1 picks the same model as the uninterrupted run."""
+    import shutil
+
+    import torch
+
+    opts = ("TEST.FINAL_MODEL", "best_val", "OPTIM.MAX_EPOCH", "3")
+    full = tmp_path / "full"
+    log = run_train(*coop_args(demo_root, str(full), *opts)).stdout
+    vals = [float(v) for v in re.findall(r"Evaluate on the \*val\* set.*?\* accuracy \(mean over "
+                                         r"3 tasks\): ([\d.]+)%", log, re.S)]
+    assert len(vals) == 3, vals
+    for epoch in (1, 2, 3):
+        ckpt = torch.load(full / "prompt_learner" / f"model.pth.tar-{epoch}", weights_only=True)
+        assert ckpt["best_result"] == pytest.approx(max(vals[:epoch]), abs=0.01)
+    shutil.copytree(full, tmp_path / "resumed")
+    (tmp_path / "resumed" / "prompt_learner" / "checkpoint").write_text("model.pth.tar-1\n")
+    run_train("--resume", *coop_args(demo_root, str(tmp_path / "resumed"), *opts))
+    best = [torch.load(d / "prompt_learner" / "model-best.pth.tar", weights_only=True)
+            for d in (full, tmp_path / "resumed")]
+    assert best[0]["epoch"] == best[1]["epoch"]
+    assert torch.equal(best[0]["state_dict"]["ctx"], best[1]["state_dict"]["ctx"])
+    with open(full / "results.json") as f, open(tmp_path / "resumed" / "results.json") as g:
+        assert json.load(f)["overall"] == pytest.approx(json.load(g)["overall"], abs=1e-9)

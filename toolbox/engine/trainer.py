@@ -60,7 +60,9 @@ class TrainerBase:
             optim_dict = self._optims[name].state_dict() if self._optims[name] is not None else None
             sched_dict = self._scheds[name].state_dict() if self._scheds[name] is not None else None
             state = {"state_dict": model_dict, "epoch": epoch + 1, "val_result": val_result,
-                     "rng_state": rng_state}
+                     "rng_state": rng_state,
+                     # so a resumed best_val run compares against the best so far
+                     "best_result": float(getattr(self, "best_result", float("-inf")))}
             if optim_dict is not None:
                 state["optimizer"] = optim_dict
             if sched_dict is not None:
@@ -110,6 +112,8 @@ class TrainerBase:
             start_epoch = ckpt["epoch"]
             if ckpt.get("rng_state") is not None:
                 set_rng_state(ckpt["rng_state"])
+            if ckpt.get("best_result") is not None:
+                self.best_result = ckpt["best_result"]
             if ckpt.get("training_state") is not None:
                 self.load_training_state(ckpt["training_state"])
             print(f"Loaded {name} from {fname}, resuming at epoch {start_epoch + 1}")
