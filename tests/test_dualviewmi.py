@@ -234,12 +234,14 @@ def epoch_losses(trainer, epochs):
 def test_each_option_trains_and_loss_falls(demo_root, tmp_path, estimator, aug, inference):
     trainer = build(demo_root, "DualViewMI", DV_CFG, tmp_path,
                     "TRAINER.DUALVIEWMI.MI_ESTIMATOR", estimator, "TRAINER.DUALVIEWMI.AUG", aug,
-                    "TRAINER.DUALVIEWMI.INFERENCE", inference, "OPTIM.LR", "0.01",
+                    "TRAINER.DUALVIEWMI.INFERENCE", inference, "OPTIM.LR", "0.003",
                     "OPTIM.WARMUP_EPOCH", "0", "OPTIM.MAX_EPOCH", "5", shots="4")
     critic_before = [p.clone() for p in trainer.mi.parameters()]
     torch.manual_seed(1)  # batch order and mixing coefficients
     losses = epoch_losses(trainer, 5)
-    # measured (seed 1): falls to 0.74-0.83 of the first epoch's mean
+    # measured over torch seeds 1-7: falls to 0.72-0.83 of the first epoch's mean. At lr 0.01
+    # the sharp MI term (tau 0.07) makes SGD with momentum diverge on some CPUs' builds of the
+    # digits-pretrained tiny CLIP, so the test stays well inside the stable range.
     assert losses[-1] < 0.92 * losses[0], losses
     if estimator == "critic":  # its heads are trained by the same optimizer step
         assert any(not torch.equal(a, b) for a, b in zip(critic_before, trainer.mi.parameters()))

@@ -298,4 +298,5 @@ def test_one_optimizer_one_step_per_batch(demo_root):
     trainer.train()
     assert len(steps) == 2 * len(trainer.train_loader_x)
     # the cosine schedule moved once per epoch: epoch 2 of 2 ended at 0.5*LR*(1+cos(pi/2))
-    assert abs(trainer.get_current_lr() - 0.5 * 0.001 * (1 + math.cos(math.pi / 2))) < 1e-9
+    lr = trainer.cfg.OPTIM.LR
+    assert abs(trainer.get_current_lr() - 0.5 * lr * (1 + math.cos(math.pi / 2))) < 1e-12
