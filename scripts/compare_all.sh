@@ -20,6 +20,7 @@ for shots in $SHOTS_LIST; do
     for m in ${COOP_MT_MODES:-shared task class}; do
         bash "$HERE/coop_mt/main.sh" "$DATASET" "$shots" "$BACKBONE" "$m"
     done
+    bash "$HERE/coop/main.sh" "$DATASET" "$shots" "$BACKBONE"
     bash "$HERE/cocoop/main.sh" "$DATASET" "$shots" "$BACKBONE"
     bash "$HERE/linear_probe/main.sh" "$DATASET" "$shots" "$BACKBONE"
 done

@@ -128,8 +128,11 @@ def plot(methods, shots_list, path, title=""):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, by_shots in methods.items():
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    # tab20 colours and a cycle of markers: a dozen methods stay distinguishable
+    colors = plt.get_cmap("tab20").colors
+    markers = "osD^vP*Xh<>p"
+    for i, (name, by_shots) in enumerate(methods.items()):
         if set(by_shots) == {0}:
             ax.axhline(by_shots[0].overall["mean"], linestyle="--", color="gray", label=name)
             continue
@@ -138,7 +141,8 @@ def plot(methods, shots_list, path, title=""):
             continue
         ys = [by_shots[s].overall["mean"] for s in xs]
         es = [by_shots[s].overall["std"] for s in xs]
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name)
+        ax.errorbar(xs, ys, yerr=es, marker=markers[i % len(markers)], capsize=3,
+                    color=colors[i % len(colors)], label=name)
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots_list)
     ax.set_xticklabels([str(s) for s in shots_list])
@@ -146,7 +150,7 @@ def plot(methods, shots_list, path, title=""):
     ax.set_ylabel("overall accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), mode="wb")
     plt.close(fig)
