@@ -239,10 +239,10 @@ def test_each_option_trains_and_loss_falls(demo_root, tmp_path, estimator, aug, 
     critic_before = [p.clone() for p in trainer.mi.parameters()]
     torch.manual_seed(1)  # batch order and mixing coefficients
     losses = epoch_losses(trainer, 5)
-    # measured on two CPU builds of the digits-pretrained tiny CLIP over torch seeds 1-3 (and
-    # 4-7 on one): falls to 0.72-0.89 of the first epoch's mean. At lr 0.01 SGD with momentum
-    # diverged on one build, so the test trains well inside the stable range.
-    assert losses[-1] < 0.95 * losses[0], losses
+    # measured on two CPU builds of the digits-pretrained tiny CLIP: torch seed 1 falls to
+    # 0.76-0.86 of the first epoch's mean (0.72-0.89 over seeds 1-7). At lr 0.01 SGD with
+    # momentum diverged on one build, so the test trains well inside the stable range.
+    assert losses[-1] < 0.92 * losses[0], losses
     if estimator == "critic":  # its heads are trained by the same optimizer step
         assert any(not torch.equal(a, b) for a, b in zip(critic_before, trainer.mi.parameters()))
     accuracy = trainer.test()
