@@ -3,6 +3,8 @@
 Keys that CoOp-style code reads keep Dassl's names and defaults. Trainer-
 specific groups (TRAINER.COOP, ...) are added by ``trainers.extend_cfg``.
 """
+import hashlib
+
 from yacs.config import CfgNode as CN
 
 _C = CN()
@@ -150,3 +152,24 @@ _C.TRAINER.NAME = ""
 
 def get_cfg_default():
     return _C.clone()
+
+
+# Keys that say where a run reads or writes, or how much it prints, not what it
+# computes: left out of the config digest, so a run is recognised as the same
+# run after its data folder moved, when it is resumed (RESUME) or re-run verbose.
+DIGEST_IGNORED_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE")
+
+
+def config_digest(cfg):
+    """16 hex digits identifying what a config computes (results.json's
+    ``config_digest``; tools/grid.py skips a run whose digest matches)."""
+    c = cfg.clone()
+    c.defrost()
+    for key in DIGEST_IGNORED_KEYS:
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        if leaf in node:
+            node[leaf] = ""
+    return hashlib.sha256(c.dump().encode()).hexdigest()[:16]

@@ -6,7 +6,6 @@ epochs, logging, TensorBoard, atomic checkpoints with RNG state (so a resumed
 run continues exactly), best-val selection and per-task results.json.
 """
 import datetime
-import hashlib
 import os.path as osp
 import time
 from collections import OrderedDict
@@ -14,6 +13,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from ..config import config_digest
 from ..data import DataManager
 from ..errors import UserError
 from ..evaluation import build_evaluator
@@ -367,7 +367,7 @@ class SimpleTrainer(TrainerBase):
             overall=results["accuracy"], overall_is="unweighted mean of per-task metrics",
             tasks=per_task,
             per_class={r["task"]: r["per_class"] for r in self.evaluator.per_task},
-            config_digest=hashlib.sha256(cfg.dump().encode()).hexdigest()[:16],
+            config_digest=config_digest(cfg),
             time=datetime.datetime.now().isoformat(timespec="seconds"),
         )
         variant = getattr(self, "results_extra", None)
