@@ -12,7 +12,7 @@
 import torch
 import torch.nn.functional as F
 
-from toolbox.data.tasks import class_to_task
+from toolbox.metrics.per_task import class_to_task, restrict_to_own_task
 from toolbox.engine import TrainerX
 from toolbox.errors import check_choice
 from toolbox.metrics import compute_accuracy
@@ -88,8 +88,7 @@ class ClipTrainer(TrainerX):
         tasks masked out.
         """
         if len(self.tasks) > 1:
-            own = self.owner[classes].unsqueeze(0) == task.view(-1, 1)
-            logits = logits.masked_fill(~own, float("-inf"))
+            logits = restrict_to_own_task(logits, task, self.owner[classes])
         position = torch.full((self.num_classes,), -1, dtype=torch.long, device=self.device)
         position[classes] = torch.arange(classes.numel(), device=self.device)
         target = position[label]

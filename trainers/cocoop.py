@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
+from toolbox.metrics.per_task import task_classes
 
 from .base import ClipTrainer
 from .clip_model import PromptAssembler, TextEncoder, context_init
@@ -63,11 +64,10 @@ class CoCoOp(ClipTrainer):
                                           float("-inf"))
         assembler = self.prompt_learner.assembler
         for i in range(image_features.size(0)):
-            start, end = self.tasks[int(task[i])].label_range
-            index = torch.arange(start, end, device=self.device)
+            index = task_classes(self.tasks, task[i], self.device)
             prompts = assembler(ctx[i], index)
             text = F.normalize(self.text_encoder(prompts, assembler.tokens(index)).float(), dim=-1)
-            logits[i, start:end] = self.logit_scale * image_features[i] @ text.t()
+            logits[i, index] = self.logit_scale * image_features[i] @ text.t()
         return logits
 
     def forward_train(self, image, label, task):

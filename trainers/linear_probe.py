@@ -16,6 +16,7 @@ from yacs.config import CfgNode as CN
 from toolbox.data.data_manager import build_data_loader
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError
+from toolbox.metrics.per_task import task_metric  # noqa: F401  (also imported from here)
 from toolbox.utils import atomic_write
 
 from .base import ClipTrainer
@@ -32,15 +33,6 @@ def extend_cfg(cfg):
     cfg.TRAINER.LINEAR_PROBE.C = 0.0  # > 0: use this C for every task, no search
     cfg.TRAINER.LINEAR_PROBE.MAX_ITER = 1000
     cfg.TRAINER.LINEAR_PROBE.PREC = "fp16"  # feature extraction: fp16 | amp | bf16 | fp32
-
-
-def task_metric(metric, y_true, y_pred):
-    """The task's metric in percent: overall or mean per-class accuracy (over
-    the classes present in ``y_true``, as the evaluator computes it)."""
-    correct = y_true == y_pred
-    if metric == "mean_per_class":
-        return 100.0 * float(np.mean([correct[y_true == c].mean() for c in np.unique(y_true)]))
-    return 100.0 * float(correct.mean())
 
 
 def fit_logreg(x, y, c, max_iter):

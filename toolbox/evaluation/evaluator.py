@@ -4,13 +4,14 @@ Each sample's prediction is restricted to its own task's classes. Each task
 reports its metric (overall or mean per-class accuracy); ``accuracy`` is the
 unweighted mean over tasks, so every trainer gets per-task results.
 """
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 
 import numpy as np
 import torch
 from tabulate import tabulate
 
-from ..data.tasks import TaskInfo, mask_to_own_task
+from ..data.tasks import TaskInfo
+from ..metrics.per_task import mask_to_own_task, task_scores
 from ..utils.registry import Registry
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
@@ -65,22 +66,14 @@ class Classification(EvaluatorBase):
         self.per_task = []
         for t_idx, t in enumerate(self.tasks):
             sel = tasks_of == t_idx
-            n = int(sel.sum())
-            if n == 0:
+            if not sel.any():
                 continue
-            yt, yp = y_true[sel], y_pred[sel]
-            acc = 100.0 * float((yt == yp).mean())
-            per_class = defaultdict(list)
-            for a, b in zip(yt.tolist(), yp.tolist()):
-                per_class[a].append(a == b)
-            class_accs = {c: 100.0 * float(np.mean(v)) for c, v in per_class.items()}
-            mpc = float(np.mean(list(class_accs.values())))
-            value = mpc if t.metric == "mean_per_class" else acc
+            s = task_scores(t.metric, y_true[sel], y_pred[sel])
             self.per_task.append(OrderedDict(
-                task=t.name, metric=t.metric, value=value, accuracy=acc,
-                mean_per_class=mpc, total=n, correct=int((yt == yp).sum()),
+                task=t.name, metric=t.metric, value=s["value"], accuracy=s["accuracy"],
+                mean_per_class=s["mean_per_class"], total=s["total"], correct=s["correct"],
                 per_class={t.classnames[c - t.offset] if 0 <= c - t.offset < t.num_classes
-                           else str(c): v for c, v in sorted(class_accs.items())},
+                           else str(c): v for c, v in sorted(s["per_class"].items())},
             ))
         overall = float(np.mean([r["value"] for r in self.per_task])) if self.per_task else 0.0
         results = OrderedDict()
