@@ -159,6 +159,8 @@ def _make_task(key, garment, attribute, description):
         "key": key,
         "task_name": name,
         "task_description": description,
+        # SoftCPT's task prompt uses the task name alone, as upstream: "pants type"
+        "task_prompt_name": key.replace("_", " "),
         "templates": [f"a photo of a {garment} with {attribute} {{}}.",
                       f"a photo of a {{}} {garment}.",
                       f"a product photo of a {garment}, {attribute}: {{}}."],

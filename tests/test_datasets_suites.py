@@ -157,6 +157,11 @@ def test_fashion20_tasks_from_task_info(data_root):
     assert len(ds.tasks) == 20 and ds.num_classes == 78
     assert all(t.metric == "mean_per_class" for t in ds.tasks)
     assert ds.tasks[0].name == "FashionPantsType"
+    # SoftCPT's task prompt: the task name alone, as upstream ("X X X X pants type.")
+    from trainers.softcpt import task_text
+    assert [task_text(t, "name") for t in ds.tasks[:3]] == [
+        "pants type", "pants length", "waist type"]
+    assert task_text(ds.tasks[-2], "name") == "number of button rows"
     assert ds.tasks[0].classnames == ["pants style a", "pants style b", "pants style c",
                                       "pants style d"]
     # 5 images per class -> round(2.5)=2 / 1 / 2 per class

@@ -7,12 +7,23 @@ a meta network maps its feature to the context of the task's class prompts
 ``[ctx]*N_CTX <class name>.``, so related tasks share knowledge through the
 meta network. "NA" variants give all classes of a task the same context;
 class-aware variants ("CA" shared / "CS" class-specific class context) also
-feed the meta network a class feature from ``[V]*CLASS_N_CTX <class name>``,
-which yields one context per class.
+feed the meta network a class feature from ``[X]*CLASS_N_CTX <class name>.``
+(as upstream, with the period), which yields one context per class; the meta
+network's input is ``[class feature, task feature]``, upstream's order, so a
+meta-network weight carries over between the two codes unchanged.
 
 Training encodes only the tasks present in the batch (the loss never needs
 the others), and evaluation encodes every class prompt once per pass.
+
+Class sampling (``CLS_SAMPLE_RATE`` r in (0, 1), class-aware variants on large
+suites): each step keeps the batch's labels and, for every task present in the
+batch, ``ceil(r * n)`` of its n other classes (so a task keeps at least one
+negative when it has one), as upstream does per task. Upstream also samples
+classes of tasks absent from the batch; the per-task loss never uses those
+classes (each sample's softmax is over its own task), so they are not drawn
+(nor encoded) here.
 """
+import math
 import re
 
 import torch
@@ -54,8 +65,9 @@ def extend_cfg(cfg):
     cfg.TRAINER.SOFTCPT.N_CTX = 16  # class-prompt context length (meta-network output)
     cfg.TRAINER.SOFTCPT.CSC = False  # one class-prompt context per class (class-aware only)
     cfg.TRAINER.SOFTCPT.META_NET = "linear"  # linear (the paper) | mlp
-    # Fraction of the other classes of the batch's tasks sampled per step
-    # (the batch's own labels are always kept); 0 = all classes.
+    # Per task of the batch, ceil(rate x its other classes) are sampled each
+    # step besides the batch's labels (always kept); 0 or 1 = all classes.
+    # Upstream uses 0.1 for the class-aware variants on General-10.
     cfg.TRAINER.SOFTCPT.CLS_SAMPLE_RATE = 0.0
     cfg.TRAINER.SOFTCPT.TASK_INPUT = "name"  # text after the task context: name | description
     # Optional words (e.g. "a photo of a") whose embeddings are added, frozen,
@@ -86,11 +98,13 @@ def variant_name(settings):
 
 
 def task_text(task, mode):
-    """The words after the task context: the task name made readable
-    ("OxfordPets" -> "oxford pets", "pants_type" -> "pants type") or the
-    task's one-line description."""
+    """The words after the task context: the task's prompt name (as upstream:
+    Fashion-20's "pants type"), else its name made readable ("OxfordPets" ->
+    "oxford pets"), or the task's one-line description."""
     if mode == "description" and task.description:
         return task.description.strip().rstrip(".")
+    if getattr(task, "prompt_name", ""):
+        return task.prompt_name.strip()
     words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", task.name)
     return " ".join(words.replace("_", " ").replace("-", " ").split()).lower()
 
@@ -155,9 +169,9 @@ class SoftPromptLearner(nn.Module):
             class_ctx, _ = context_init(clip_model, s["CLASS_N_CTX"],
                                         n_copies=n_cls if s["CLASS_CSC"] else None)
             self.class_ctx = nn.Parameter(class_ctx.to(device))
-            self.class_feature_prompts = PromptAssembler(
-                clip_model, classnames, s["CLASS_N_CTX"], prompt_prefix=" ".join(
-                    ["V"] * s["CLASS_N_CTX"]), suffix="")
+            # "X X X X <class name>." as upstream (the period changes the feature)
+            self.class_feature_prompts = PromptAssembler(clip_model, classnames,
+                                                         s["CLASS_N_CTX"])
         in_dim = feat_dim * (2 if self.class_aware else 1)
         self.meta_net = build_meta_net(meta_kind, in_dim, self.n_ctx * ctx_dim).to(device)
         if ctx_init:  # start exactly at the hand-crafted prompt; gradients still reach W
@@ -186,8 +200,8 @@ class SoftPromptLearner(nn.Module):
         tasks, position = torch.unique(owner, return_inverse=True)
         task_feat = self.task_features(text_encoder, tasks)
         if self.class_aware:
-            meta_in = torch.cat([task_feat[position],
-                                 self.class_features(text_encoder, classes)], dim=-1)
+            meta_in = torch.cat([self.class_features(text_encoder, classes),
+                                 task_feat[position]], dim=-1)
             return self.ctx_base + self.meta_net(meta_in).view(-1, self.n_ctx, self.ctx_dim)
         # NA: one context per task, shared by its classes.
         per_task = self.meta_net(task_feat).view(-1, self.n_ctx, self.ctx_dim)
@@ -234,15 +248,21 @@ class SoftCPT(ClipTrainer):
         return F.normalize(self.text_encoder(prompts, tokens).float(), dim=-1)
 
     def sample_classes(self, classes, label):
-        """Keep the batch's labels and a CLS_SAMPLE_RATE fraction of the rest."""
+        """The batch's labels plus, for every task among ``classes``,
+        ceil(CLS_SAMPLE_RATE x its other classes) drawn at random."""
         rate = self.cfg.TRAINER.SOFTCPT.CLS_SAMPLE_RATE
         if rate <= 0 or rate >= 1:
             return classes
         keep = torch.isin(classes, label)
-        negatives = classes[~keep]
-        n = int(round(rate * negatives.numel()))
-        picked = negatives[torch.randperm(negatives.numel(), device=negatives.device)[:n]]
-        return torch.sort(torch.cat([classes[keep], picked])).values
+        owner = self.owner[classes]
+        picked = [classes[keep]]
+        for t in torch.unique(owner).tolist():
+            negatives = classes[~keep & (owner == t)]
+            # round() first: 0.3 * 10 is 3.0000000000000004 in floating point
+            n = math.ceil(round(rate * negatives.numel(), 9))
+            order = torch.randperm(negatives.numel(), device=negatives.device)
+            picked.append(negatives[order[:n]])
+        return torch.sort(torch.cat(picked)).values
 
     def forward_train(self, image, label, task, classes=None):
         """``classes`` defaults to the classes of the batch's tasks; passing

@@ -21,6 +21,9 @@ class TaskInfo:
     metric: str = "accuracy"
     offset: int = 0
     templates: list = field(default_factory=lambda: ["a photo of a {}."])
+    # The words a learned prompt uses for the task (SoftCPT's task prompt);
+    # "" = the name made readable ("OxfordPets" -> "oxford pets").
+    prompt_name: str = ""
 
     def __post_init__(self):
         if self.metric not in METRICS:

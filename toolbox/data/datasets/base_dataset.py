@@ -65,6 +65,7 @@ class DatasetBase:
     domains = []
     task_name = None  # defaults to the class name
     task_description = ""
+    task_prompt_name = ""  # words for the task in learned task prompts ("" = readable name)
     metric = "accuracy"  # or "mean_per_class"
     templates = ["a photo of a {}."]
     datasets_md_section = ""  # section of DATASETS.md that explains the layout
@@ -83,6 +84,7 @@ class DatasetBase:
                 name=self.task_name or type(self).__name__,
                 classnames=list(self._classnames),
                 description=self.task_description,
+                prompt_name=self.task_prompt_name,
                 metric=self.metric,
                 offset=0,
                 templates=list(self.templates),
