@@ -2,18 +2,27 @@
 hand-crafted view of every class, tied by maximising their mutual
 information (class-level InfoNCE), plus class-wise visual augmentation.
 
+This is our reading of the paper's abstract (arXiv 2410.03189): its code and
+equations are not public, so every choice below is a config key.
+
 Loss = CE(soft logits, own task) + MI_WEIGHT * L_MI + AUG_WEIGHT * L_aug, with
 L_MI over the classes the batch needs and L_aug the same CE on augmented
-(same-class mixed) image features. Inference uses the soft prompts, or the
-fused classifier normalise(a * t_soft + (1 - a) * t_hand).
+(same-class mixed) image features of the samples that found a same-class
+partner. Partners come from a per-class memory of the frozen training
+features (AUG_PARTNERS memory, filled before training) or from the batch.
+The fraction of samples with a partner is logged per epoch and stored in
+results.json. Inference uses the soft prompts, or the fused classifier
+normalise(a * t_soft + (1 - a) * t_hand).
 """
+import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from toolbox.data.data_manager import build_data_loader
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError, check_choice
 
-from .class_augment import AUG_MODES, ClassAugment
+from .class_augment import AUG_MODES, PARTNER_SOURCES, ClassAugment
 from .mi_estimators import MI_ESTIMATORS, MIEstimator
 from .two_view import TwoViewCoOp, add_soft_prompt_keys
 
@@ -26,7 +35,11 @@ def extend_cfg(cfg):
     c.MI_ESTIMATOR = "infonce"  # infonce (cosine) | critic (learnable MLP head per view)
     c.MI_TEMPERATURE = 0.07  # InfoNCE temperature tau
     c.MI_WEIGHT = 1.0  # lambda_mi
-    c.AUG = "mixup"  # none | mixup (same-class feature mixup) | prototype (class running means)
+    c.AUG = "mixup"  # none | mixup (mix with a same-class feature) | prototype (with a class mean)
+    # where same-class partners come from: memory (the frozen features of every
+    # training image, encoded once before training) | batch (the batch itself;
+    # prototype: running means of the features seen so far)
+    c.AUG_PARTNERS = "memory"
     c.AUG_WEIGHT = 0.5  # lambda_aug
     c.AUG_ALPHA = 1.0  # mixing coefficient ~ Beta(AUG_ALPHA, AUG_ALPHA)
     c.INFERENCE = "soft"  # soft | fused
@@ -45,6 +58,7 @@ class DualViewMI(TwoViewCoOp):
         super().check_cfg(cfg)
         c = cfg.TRAINER.DUALVIEWMI
         for key, allowed in (("MI_ESTIMATOR", MI_ESTIMATORS), ("AUG", AUG_MODES),
+                             ("AUG_PARTNERS", PARTNER_SOURCES),
                              ("INFERENCE", INFERENCE_MODES)):
             check_choice(f"TRAINER.DUALVIEWMI.{key}", c[key], allowed)
         for key in ("MI_TEMPERATURE", "AUG_ALPHA"):
@@ -63,23 +77,80 @@ class DualViewMI(TwoViewCoOp):
         self.mi = MIEstimator(c.MI_ESTIMATOR, dim, c.MI_TEMPERATURE).to(self.device)
         if self.mi.learnable:
             self.register_trainable("mi_critic", self.mi)
-        self.class_aug = ClassAugment(c.AUG, self.num_classes, dim, c.AUG_ALPHA).to(self.device)
+        self.class_aug = ClassAugment(c.AUG, self.num_classes, dim, c.AUG_ALPHA,
+                                      c.AUG_PARTNERS).to(self.device)
+        self.aug_history = []  # per epoch: samples with a same-class partner
+        self._aug_count = [0, 0]  # this epoch: (partnered, samples)
+        self._batch_index = None
 
     def set_model_mode(self, mode="train", names=None):
         super().set_model_mode(mode, names)
         self.class_aug.train(mode == "train")  # augmentation only while training
 
     def training_state(self):
-        # prototypes are running means outside the saved weights: keep them for --resume
-        if self.class_aug.mode != "prototype":
+        # outside the saved weights, kept for an exact --resume: the per-epoch
+        # partner counts, and the batch prototypes (running means). The memory
+        # is rebuilt from the frozen encoder instead (deterministic).
+        if self.class_aug.mode == "none":
             return None
-        return {"class_prototypes": self.class_aug.prototypes.cpu(),
-                "class_counts": self.class_aug.counts.cpu()}
+        state = {"aug_partnered": [dict(h) for h in self.aug_history]}
+        if self.class_aug.mode == "prototype" and self.class_aug.partners == "batch":
+            state.update(class_prototypes=self.class_aug.prototypes.cpu(),
+                         class_counts=self.class_aug.counts.cpu())
+        return state
 
     def load_training_state(self, state):
-        if self.class_aug.mode == "prototype" and "class_prototypes" in state:
+        self.aug_history = [dict(h) for h in state.get("aug_partnered", [])]
+        if "class_prototypes" in state and self.class_aug.partners == "batch":
             self.class_aug.prototypes.copy_(state["class_prototypes"])
             self.class_aug.counts.copy_(state["class_counts"])
+
+    @torch.no_grad()
+    def fill_aug_memory(self):
+        """Frozen features (test-time transform) of every training item, row i
+        = item i of the training loader's data source. Runs in a forked RNG,
+        so a fresh and a resumed run draw the same random numbers after it."""
+        items = self.train_loader_x.dataset.data_source
+        print(f"Encoding the class-wise augmentation memory ({len(items):,} training images)")
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            loader = build_data_loader(self.cfg, "SequentialSampler", data_source=items,
+                                       batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
+                                       tfm=self.dm.tfm_test, is_train=False)
+            feats = [self.encode_image(b["img"].to(self.device)) for b in loader]
+        labels = torch.tensor([d.label for d in items], dtype=torch.long)
+        self.class_aug.fill_memory(torch.cat(feats), labels)
+
+    def parse_batch_train(self, batch):
+        # the items' training-set indices: the memory leaves a sample's own row out
+        self._batch_index = batch.get("index")
+        return super().parse_batch_train(batch)
+
+    def before_epoch(self):
+        super().before_epoch()
+        self._aug_count = [0, 0]
+
+    def after_epoch(self):
+        partnered, samples = self._aug_count
+        if self.class_aug.mode != "none" and samples:
+            frac = partnered / samples
+            print(f"epoch {self.epoch + 1}: class-wise augmentation ({self.node.AUG}, partners "
+                  f"from the {self.node.AUG_PARTNERS}) found a same-class partner for "
+                  f"{partnered}/{samples} samples ({100 * frac:.1f}%)")
+            self.write_scalar("train/aug_partnered", frac, self.epoch)
+            self.aug_history.append(dict(epoch=self.epoch + 1, partnered=partnered,
+                                         samples=samples, fraction=frac))
+        super().after_epoch()  # saves checkpoints: the history above goes with them
+
+    def results_extra(self):
+        if self.class_aug.mode == "none":
+            return {}
+        partnered = sum(h["partnered"] for h in self.aug_history)
+        samples = sum(h["samples"] for h in self.aug_history)
+        return {"aug_partnered": dict(
+            source=self.node.AUG_PARTNERS, mode=self.node.AUG,
+            fraction=partnered / samples if samples else None,
+            per_epoch=[dict(h) for h in self.aug_history])}
 
     def forward_train(self, image, label, task):
         c = self.node
@@ -91,9 +162,18 @@ class DualViewMI(TwoViewCoOp):
         mi = self.mi(soft, self.hand_text[classes])
         loss = ce + c.MI_WEIGHT * mi
         extra = {"ce": ce, "mi": mi}
+        index, self._batch_index = self._batch_index, None
         if self.class_aug.active:
-            aug = self.class_aug(feats, label)
-            aug_loss = self.task_loss(self.logit_scale * aug @ soft.t(), label, task, classes)[0]
+            if self.class_aug.needs_memory:
+                self.fill_aug_memory()
+            aug, partnered = self.class_aug(feats, label, index)
+            self._aug_count[0] += int(partnered.sum())
+            self._aug_count[1] += label.numel()
+            if partnered.any():  # samples without a partner would only re-weight the CE
+                aug_loss = self.task_loss(self.logit_scale * aug[partnered] @ soft.t(),
+                                          label[partnered], task[partnered], classes)[0]
+            else:
+                aug_loss = ce.new_zeros(())
             loss = loss + c.AUG_WEIGHT * aug_loss
             extra["aug"] = aug_loss
         return loss, logits, target, extra
