@@ -20,6 +20,7 @@ from toolbox.data.datasets.check import require_data
 from toolbox.engine import build_trainer
 from toolbox.errors import UserError, one_line
 from toolbox.utils import collect_env_info, set_random_seed, setup_logger
+from trainers.backbones import fill_input_defaults
 
 
 def get_parser():
@@ -100,6 +101,7 @@ def setup_cfg(args):
     if opts and opts[0] == "--":
         opts = opts[1:]
     _merge("the command-line options", lambda: cfg.merge_from_list(opts))
+    fill_input_defaults(cfg)  # canonical backbone name; INPUT defaults from the backbone
     cfg.freeze()
     return cfg
 

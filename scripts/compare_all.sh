@@ -24,6 +24,8 @@ for shots in $SHOTS_LIST; do
     bash "$HERE/cocoop/main.sh" "$DATASET" "$shots" "$BACKBONE"
     bash "$HERE/linear_probe/main.sh" "$DATASET" "$shots" "$BACKBONE"
 done
+CANON="$(canonical_backbone "$BACKBONE")"
+[ -z "${PRETRAINED:-}" ] || CANON="$CANON@$PRETRAINED"
 # shellcheck disable=SC2086
-"$PYTHON" "$REPO/tools/compare.py" --dataset "$DATASET" --backbone "$BACKBONE" --shots $SHOTS_LIST \
-    --plot "output/$DATASET/compare_${BACKBONE}.png"
+"$PYTHON" "$REPO/tools/compare.py" --dataset "$DATASET" --backbone "$CANON" --shots $SHOTS_LIST \
+    --plot "output/$DATASET/compare_${CANON}.png"

@@ -30,21 +30,28 @@ def test_tiny_clip_is_deterministic_and_real_clip_class():
 
 @pytest.mark.parametrize("name", ["tiny-vit", "tiny-rn"])
 def test_tiny_weights_load_through_the_real_weights_paths(tmp_path, monkeypatch, name):
-    """A tiny state dict placed where real weights live (the clip cache under
-    a real model's file name, or MODEL.BACKBONE.PATH) loads through the same
-    build_model path and gives the same model."""
+    """A tiny state dict given as MODEL.BACKBONE.PATH loads through the same
+    build_model path as real weights and gives the same model; placed where
+    another architecture's weights live (the clip cache's RN50.pt) it is refused
+    with one line naming both."""
     state = random_tiny(name).state_dict()
     monkeypatch.setenv("CLIP_CACHE", str(tmp_path))
     torch.save(state, weights_file("RN50"))
     torch.save(state, tmp_path / "local.pt")
     ref = load_clip(name)
-    from_cache = load_clip("RN50")
-    from_path = load_clip("ViT-B/16", path=str(tmp_path / "local.pt"))
+    from_path = load_clip(name, path=str(tmp_path / "local.pt"))
     img = torch.randn(2, 3, 32, 32)
     tok = tokenize(["a photo of a cat.", "a dog."])
-    for m in (from_cache, from_path):
-        assert torch.allclose(m.encode_image(img), ref.encode_image(img))
-        assert torch.allclose(m.encode_text(tok), ref.encode_text(tok))
+    assert torch.allclose(from_path.encode_image(img), ref.encode_image(img))
+    assert torch.allclose(from_path.encode_text(tok), ref.encode_text(tok))
+    canonical = name.replace("-", "_")
+    for call in (lambda: load_clip("RN50"),
+                 lambda: load_clip("ViT-B/16", path=str(tmp_path / "local.pt"))):
+        with pytest.raises(UserError) as e:
+            call()
+        msg = str(e.value)
+        assert "\n" not in msg and canonical in msg
+        assert "not backbone rn50" in msg or "not backbone vit_b16" in msg
 
 
 def test_fp16_torchscript_archive_loads_like_the_official_files(tmp_path):
@@ -62,7 +69,7 @@ def test_fp16_torchscript_archive_loads_like_the_official_files(tmp_path):
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, (img.half(), tok), check_trace=False)
     traced.save(str(tmp_path / "ViT-B-16.pt"))
-    loaded = load_clip("ViT-B/16", path=str(tmp_path / "ViT-B-16.pt"))
+    loaded = load_clip("tiny-vit", path=str(tmp_path / "ViT-B-16.pt"))
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     ref = model.float()
     assert torch.allclose(loaded.encode_image(img), ref.encode_image(img), atol=1e-6)

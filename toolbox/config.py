@@ -20,12 +20,12 @@ _C.VERBOSE = True
 # Input
 ###########################
 _C.INPUT = CN()
-_C.INPUT.SIZE = (224, 224)
-_C.INPUT.INTERPOLATION = "bilinear"  # CoOp configs set bicubic
+_C.INPUT.SIZE = ()  # () = the backbone's (trainers/backbones.py; Dassl: (224, 224))
+_C.INPUT.INTERPOLATION = ""  # "" = the backbone's (CLIP: bicubic; Dassl: bilinear)
 _C.INPUT.TRANSFORMS = ()  # e.g. ("random_resized_crop", "random_flip", "normalize")
 _C.INPUT.NO_TRANSFORM = False
-_C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]  # CoOp configs set CLIP's values
-_C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+_C.INPUT.PIXEL_MEAN = []  # [] = the backbone's (Dassl: ImageNet's [0.485, 0.456, 0.406])
+_C.INPUT.PIXEL_STD = []  # [] = the backbone's (Dassl: [0.229, 0.224, 0.225])
 _C.INPUT.CROP_PADDING = 4
 _C.INPUT.RRCROP_SCALE = (0.08, 1.0)
 _C.INPUT.CUTOUT_N = 1
@@ -88,9 +88,9 @@ _C.DATALOADER.TEST.BATCH_SIZE = 32
 _C.MODEL = CN()
 _C.MODEL.INIT_WEIGHTS = ""
 _C.MODEL.BACKBONE = CN()
-_C.MODEL.BACKBONE.NAME = ""  # CLIP name (RN50, ViT-B/16, ...) or tiny-vit / tiny-rn
-_C.MODEL.BACKBONE.PRETRAINED = True
-_C.MODEL.BACKBONE.PATH = ""  # local CLIP weights file; overrides the clip cache
+_C.MODEL.BACKBONE.NAME = ""  # registered backbone (python tools/backbones.py): rn50, vit_b16, open_clip:ViT-B-32, tiny_vit, ...
+_C.MODEL.BACKBONE.PRETRAINED = ""  # OpenCLIP weights tag (e.g. laion2b_s34b_b79k)
+_C.MODEL.BACKBONE.PATH = ""  # local weights file; overrides the clip cache / PRETRAINED
 _C.MODEL.HEAD = CN()
 _C.MODEL.HEAD.NAME = ""
 _C.MODEL.HEAD.HIDDEN_LAYERS = ()

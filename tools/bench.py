@@ -25,34 +25,7 @@ if ROOT not in sys.path:
 
 from tabulate import tabulate  # noqa: E402
 
-# clip.model.CLIP arguments of the real models (as build_model infers them).
-ARCHS = {
-    "rn50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3),
-                 vision_width=64, vision_patch_size=None, context_length=77, vocab_size=49408,
-                 transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "rn101": dict(embed_dim=512, image_resolution=224, vision_layers=(3, 4, 23, 3),
-                  vision_width=64, vision_patch_size=None, context_length=77, vocab_size=49408,
-                  transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "vit_b32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                    vision_patch_size=32, context_length=77, vocab_size=49408,
-                    transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "vit_b16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                    vision_patch_size=16, context_length=77, vocab_size=49408,
-                    transformer_width=512, transformer_heads=8, transformer_layers=12),
-}
 METHODS = ("SoftCPT", "CoOp", "CoCoOp")
-
-
-def arch_spec(arch):
-    if arch in ARCHS:
-        return ARCHS[arch]
-    from trainers.tiny_clip import TINY_SPECS
-
-    key = arch.replace("_", "-")
-    if key in TINY_SPECS:
-        return TINY_SPECS[key]
-    raise SystemExit(f"error: unknown --arch '{arch}'; choose from "
-                     f"{', '.join(list(ARCHS) + ['tiny_vit', 'tiny_rn'])}")
 
 
 def synthetic_tasks(n_tasks, n_classes):
@@ -63,15 +36,20 @@ def synthetic_tasks(n_tasks, n_classes):
             for t in range(n_tasks)]
 
 
-def bench_cfg(method, args, resolution):
+def bench_cfg(method, args):
+    """The config of one timed method: the backbone through the registry with
+    seeded random weights (MODEL.BACKBONE.PRETRAINED random), its input size."""
     import trainers
     from toolbox.config import get_cfg_default
+    from trainers.backbones import fill_input_defaults
 
     cfg = get_cfg_default()
     trainers.extend_cfg(cfg)
     cfg.TRAINER.NAME = method
     cfg.USE_CUDA = args.device == "cuda"
-    cfg.INPUT.SIZE = (resolution, resolution)
+    cfg.MODEL.BACKBONE.NAME = args.arch
+    cfg.MODEL.BACKBONE.PRETRAINED = "random"
+    fill_input_defaults(cfg)
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE = args.batch
     cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH = "sgd", 0.002, 50
     cfg.TRAINER.SOFTCPT.VARIANT = args.variant
@@ -86,20 +64,13 @@ def bench_cfg(method, args, resolution):
 def worker(args):
     """Build one trainer around a random CLIP and time its training steps."""
     import torch
-    from clip.model import CLIP
 
-    import trainers.base as base
+    import trainers  # noqa: F401  (registers the trainers)
     from toolbox.engine import TRAINER_REGISTRY
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    spec = arch_spec(args.arch)
-    model = CLIP(**spec).float().eval().to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
     tasks = synthetic_tasks(args.tasks, args.classes)
-    # The trainers load CLIP through this function; hand them the random model.
-    base.load_clip_from_cfg = lambda cfg, device=None: model
     cls = TRAINER_REGISTRY.get(args.worker)
 
     class Bench(cls):
@@ -111,19 +82,20 @@ def worker(args):
             self.dm = SimpleNamespace(dataset=SimpleNamespace(
                 classnames=list(self.lab2cname.values()), tasks=tasks))
 
-    trainer = Bench(bench_cfg(args.worker, args, spec["image_resolution"]))
+    cfg = bench_cfg(args.worker, args)
+    trainer = Bench(cfg)
     trainer.set_model_mode("train")
     trainer.epoch, trainer.batch_idx, trainer.num_batches = 0, 0, 10 ** 9
     after_build = rss_mb()
     n_params = sum(p.numel() for n in trainer.get_model_names()
                    for p in trainer._models[n].parameters() if p.requires_grad)
     g = torch.Generator().manual_seed(0)
-    res = spec["image_resolution"]
+    res = tuple(cfg.INPUT.SIZE)
 
     def batch():
         task = torch.randint(args.tasks, (args.batch,), generator=g)
         label = task * args.classes + torch.randint(args.classes, (args.batch,), generator=g)
-        return {"img": torch.randn(args.batch, 3, res, res, generator=g), "label": label,
+        return {"img": torch.randn(args.batch, 3, *res, generator=g), "label": label,
                 "task": task}
 
     cuda = device.type == "cuda"
@@ -152,7 +124,9 @@ def rss_mb():
 
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", default="vit_b16", help="rn50 rn101 vit_b32 vit_b16 tiny_vit tiny_rn")
+    p.add_argument("--arch", default="vit_b16",
+                   help="any registered backbone (python tools/backbones.py): rn50, vit_b16, "
+                        "open_clip:ViT-B-16, tiny_vit, ...; random weights of its architecture")
     p.add_argument("--tasks", type=int, default=3, help="number of synthetic tasks")
     p.add_argument("--classes", type=int, default=5, help="classes per task")
     p.add_argument("--batch", type=int, default=4)
@@ -169,6 +143,13 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     if args.worker:
         return worker(args)
+    from toolbox.errors import UserError, one_line
+    from trainers.backbones import canonical_name
+
+    try:
+        args.arch = canonical_name(args.arch)
+    except UserError as e:
+        raise SystemExit(f"error: {one_line(e)}")
     rows = []
     for method in args.methods:
         cmd = [sys.executable, osp.abspath(__file__), "--worker", method] + [

@@ -43,7 +43,21 @@ def method_label(trainer, variant):
 
 
 def uses_backbone(config, backbone):
-    return backbone is None or config == backbone or config.startswith(backbone + "_")
+    """Whether a config folder name (``<backbone>[@<weights tag>]_<schedule>``)
+    runs ``backbone`` (a canonical name, optionally with ``@<tag>``)."""
+    if backbone is None or config == backbone or config.startswith(backbone + "_"):
+        return True
+    return "@" not in backbone and config.startswith(backbone + "@")
+
+
+def canonical_backbone(name):
+    """``name`` (any alias, optionally ``@<tag>``) as the canonical backbone name."""
+    if name is None:
+        return None
+    from trainers.backbones import canonical_name
+
+    base, at, tag = name.partition("@")
+    return canonical_name(base) + at + tag
 
 
 def collect(root, dataset, backbone=None, ddof=0):
@@ -68,7 +82,7 @@ def collect(root, dataset, backbone=None, ddof=0):
         methods[name] = by_shots
     if not methods:
         raise UserError(f"no runs of backbone '{backbone}' under {folder}; check --backbone "
-                        "(the config key: rn50, vit_b16, tiny_vit, ...)")
+                        "(a backbone name: rn50, vit_b16, tiny_vit, open_clip:ViT-B-32, ...)")
     return methods
 
 
@@ -160,8 +174,8 @@ def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", required=True, help="dataset config name, e.g. demo, fewshot44")
     p.add_argument("--shots", type=int, nargs="+", required=True, help="e.g. 1 2 4 8 16")
-    p.add_argument("--backbone", default=None, help="config key (rn50, vit_b16, tiny_vit, ...); "
-                   "default: all")
+    p.add_argument("--backbone", default=None, help="backbone name or alias (rn50, vit_b16, "
+                   "tiny_vit, open_clip:ViT-B-32[@<tag>], ...); default: all")
     p.add_argument("--root", default="output", help="the scripts' output folder")
     p.add_argument("--plot", help="write the accuracy-vs-shots plot to this PNG file")
     p.add_argument("--csv", help="also write the tables as CSV to this file")
@@ -174,6 +188,7 @@ def main(argv=None):
     try:
         if any(s < 1 for s in args.shots):
             raise UserError("--shots must be positive (zero-shot results join every column)")
+        args.backbone = canonical_backbone(args.backbone)
         methods = collect(args.root, args.dataset, args.backbone)
         all_tables = tables(methods, args.shots)
         if not all_tables:

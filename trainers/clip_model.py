@@ -21,17 +21,20 @@ with warnings.catch_warnings():  # openai-clip imports the deprecated pkg_resour
 
 from toolbox.errors import UserError
 
-from .tiny_clip import TINY_NAMES, tiny_state_dict
+from .backbones import (RANDOM, _open_clip, check_backbone_choice, clip_cache_dir,
+                        create_backbone, get_backbone, list_backbones, open_clip_text_problem,
+                        openai_weights_file)
+from .tiny_clip import tiny_state_dict
 
-CLIP_NAMES = list(clip_api._MODELS)  # RN50 ... ViT-L/14@336px
-
-def clip_cache_dir():
-    return osp.expanduser(os.environ.get("CLIP_CACHE", "~/.cache/clip"))
+CLIP_NAMES = list(clip_api._MODELS)  # RN50 ... ViT-L/14@336px (clip's own names)
 
 
 def weights_file(name):
-    """Where the clip package keeps the weights of ``name``."""
-    return osp.join(clip_cache_dir(), osp.basename(clip_api._MODELS[name]))
+    """Where the clip package keeps the weights of OpenAI backbone ``name``."""
+    entry = get_backbone(name)
+    if entry.family != "openai":
+        raise UserError(f"backbone '{name}' is not an OpenAI CLIP; it has no clip cache file")
+    return openai_weights_file(entry.arch)
 
 
 def _read_weights(path):
@@ -50,14 +53,16 @@ def _read_weights(path):
                         "damaged: delete it and download it again") from None
     if isinstance(obj, dict) and "state_dict" in obj:
         obj = obj["state_dict"]
+    if isinstance(obj, dict) and obj and next(iter(obj)).startswith("module."):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
 
 
 def _download(name, timeout=20):
-    """Download ``name`` with clip's own downloader (which checks the SHA256)
-    into a temporary folder, then move it into place: an interrupted download
-    never leaves a partial weights file in the cache."""
-    target = weights_file(name)
+    """Download OpenAI CLIP ``name`` (clip's own name, e.g. RN50) with clip's
+    downloader (which checks the SHA256) into a temporary folder, then move it
+    into place: an interrupted download never leaves a partial weights file."""
+    target = openai_weights_file(name)
     os.makedirs(clip_cache_dir(), exist_ok=True)
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
@@ -76,55 +81,323 @@ def _download(name, timeout=20):
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
+def _check_path(path):
+    path = osp.expanduser(path)
+    if not osp.isfile(path):
+        raise UserError(f"MODEL.BACKBONE.PATH {path} does not exist; point it at a CLIP "
+                        "weights file (e.g. ~/.cache/clip/RN50.pt)")
+    return path
+
+
 def clip_state_dict(name, path=""):
-    """The state dict for backbone ``name`` (or the file ``path``)."""
+    """The state dict for OpenAI or tiny backbone ``name`` (or the file ``path``)."""
     if path:
-        path = osp.expanduser(path)
-        if not osp.isfile(path):
-            raise UserError(f"MODEL.BACKBONE.PATH {path} does not exist; point it at a CLIP "
-                            "weights file (e.g. ~/.cache/clip/RN50.pt)")
-        return _read_weights(path)
-    if name in TINY_NAMES:
-        return tiny_state_dict(name, clip_cache_dir())
-    if name not in clip_api._MODELS:
-        raise UserError(f"unknown backbone '{name}'; choose from "
-                        f"{', '.join(CLIP_NAMES + TINY_NAMES)}")
-    fpath = weights_file(name)
+        return _read_weights(_check_path(path))
+    entry = get_backbone(name)
+    if entry.family == "tiny":
+        return tiny_state_dict(entry.arch, clip_cache_dir())
+    if entry.family != "openai":
+        raise UserError(f"backbone '{entry.name}' is not an OpenAI or tiny CLIP")
+    fpath = openai_weights_file(entry.arch)
     if not osp.isfile(fpath):
         if os.environ.get("CLIP_OFFLINE"):
-            raise UserError(f"CLIP weights for {name} not found at {fpath} (CLIP_OFFLINE is set); "
-                            f"copy {osp.basename(fpath)} there or set MODEL.BACKBONE.PATH")
-        fpath = _download(name)
+            raise UserError(f"CLIP weights for {entry.arch} not found at {fpath} (CLIP_OFFLINE is "
+                            f"set); copy {osp.basename(fpath)} there or set MODEL.BACKBONE.PATH")
+        fpath = _download(entry.arch)
     return _read_weights(fpath)
 
 
-def load_clip(name, path="", device="cpu"):
-    """A frozen fp32 CLIP in eval mode; all sources go through build_model."""
-    state_dict = clip_state_dict(name, path)
+# ---- what a checkpoint holds ----------------------------------------------------------
+
+
+def state_dict_spec(sd):
+    """``clip.model.CLIP`` arguments of an OpenAI-layout state dict (as
+    build_model infers them; OpenCLIP's plain CLIP models use the same keys)."""
+    if "visual.proj" in sd:
+        conv = sd["visual.conv1.weight"]
+        layers = len([k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = dict(vision_layers=layers, vision_width=conv.shape[0],
+                      vision_patch_size=conv.shape[-1], image_resolution=conv.shape[-1] * grid)
+    else:
+        counts = tuple(len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}.")})
+                       for b in (1, 2, 3, 4))
+        out = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = dict(vision_layers=counts, vision_width=sd["visual.layer1.0.conv1.weight"].shape[0],
+                      vision_patch_size=None, image_resolution=out * 32)
+    width = sd["ln_final.weight"].shape[0]
+    return dict(embed_dim=sd["text_projection"].shape[1], context_length=sd["positional_embedding"].shape[0],
+                vocab_size=sd["token_embedding.weight"].shape[0], transformer_width=width,
+                transformer_heads=width // 64,
+                transformer_layers=len({k.split(".")[2] for k in sd
+                                        if k.startswith("transformer.resblocks.")}), **vision)
+
+
+def _same_spec(a, b):
+    keys = ("embed_dim", "image_resolution", "vision_width", "vision_patch_size",
+            "transformer_width", "transformer_layers")
+    return all(a[k] == b[k] for k in keys) and tuple(_flat(a["vision_layers"])) == \
+        tuple(_flat(b["vision_layers"]))
+
+
+def _flat(x):
+    return x if isinstance(x, (list, tuple)) else (x,)
+
+
+def _open_clip_spec(arch):
+    """CLIP arguments of a plain OpenCLIP architecture, or None (timm/HF towers)."""
+    open_clip = _open_clip()
+
+    cfg = open_clip.get_model_config(arch) or {}
+    v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    if "timm_model_name" in v or "hf_model_name" in t or "width" not in v:
+        return None
+    size = v.get("image_size", 224)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    return dict(embed_dim=cfg["embed_dim"], image_resolution=size, vision_layers=v["layers"],
+                vision_width=v["width"], vision_patch_size=v.get("patch_size"),
+                transformer_width=t.get("width", 512), transformer_layers=t.get("layers", 12))
+
+
+def describe_checkpoint(sd):
+    """The registered backbones whose architecture ``sd`` has, as text."""
     try:
-        model = build_model(state_dict)
+        spec = state_dict_spec(sd)
+    except (KeyError, IndexError, AttributeError, TypeError):
+        return "not a CLIP of a known layout"
+    names = []
+    for name in list_backbones():
+        entry = get_backbone(name)
+        other = entry.spec or (_open_clip_spec(entry.arch) if entry.family == "open_clip" else None)
+        if other and _same_spec(spec, other):
+            names.append(name)
+    if names:
+        return "the architecture of " + " / ".join(names[:4])
+    kind = (f"ViT width {spec['vision_width']} patch {spec['vision_patch_size']}"
+            if spec["vision_patch_size"] else f"ResNet {spec['vision_layers']}")
+    return f"an unregistered architecture ({kind}, {spec['image_resolution']} px)"
+
+
+def _wrong_arch(entry, path, sd, err=None, cache_file=""):
+    where = f"MODEL.BACKBONE.PATH {path}" if path else f"the weights file {cache_file}"
+    return UserError(f"{where} holds {describe_checkpoint(sd)}, not backbone {entry.name}; set "
+                     f"MODEL.BACKBONE.NAME to the checkpoint's architecture or give a checkpoint of "
+                     f"{entry.name}" + (f" ({err})" if err else ""))
+
+
+# ---- the two families ---------------------------------------------------------------------
+
+
+def weights_file_of(entry):
+    from .backbones import weights_file as registry_weights_file
+
+    return registry_weights_file(entry.name)
+
+
+def load_openai_style(entry, path="", random_weights=False):
+    """An OpenAI or tiny CLIP (``clip.model.CLIP``); every source goes through build_model."""
+    from clip.model import CLIP
+
+    if random_weights:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return CLIP(**entry.spec)
+    state_dict = clip_state_dict(entry.name, path)
+    try:
+        spec = state_dict_spec(state_dict)
+    except (KeyError, IndexError, AttributeError, TypeError) as e:
+        raise UserError(f"weights for backbone '{entry.name}' {('from ' + path) if path else ''} "
+                        f"do not form a CLIP model (missing {type(e).__name__}: "
+                        f"{str(e)[:80]})") from None
+    if not _same_spec(spec, entry.spec):
+        raise _wrong_arch(entry, path, state_dict, cache_file=weights_file_of(entry))
+    try:
+        return build_model(state_dict)
     except (KeyError, RuntimeError) as e:
-        raise UserError(f"weights for backbone '{name}' {('from ' + path) if path else ''} do "
+        raise UserError(f"weights for backbone '{entry.name}' {('from ' + path) if path else ''} do "
                         f"not form a CLIP model ({type(e).__name__}: {str(e)[:120]})") from None
-    model = model.float().eval().to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
+
+
+def _open_clip_download(entry, tag):
+    """The local file of OpenCLIP weights ``tag`` (downloaded into open_clip's
+    cache when online), or one line saying what to do offline."""
+    from open_clip.pretrained import download_pretrained
+
+    from .backbones import _open_clip_tag_cfg, open_clip_cached_file
+
+    cached = open_clip_cached_file(entry.arch, tag)
+    if cached:
+        return cached
+    cfg = _open_clip_tag_cfg(entry.arch, tag)
+    source = cfg.get("hf_hub") or cfg.get("url") or cfg.get("file")
+    fix = (f"on a machine with internet run `python -c \"import open_clip; open_clip.create_model("
+           f"'{entry.arch}', pretrained='{tag}')\"` and copy open_clip's cache (~/.cache/huggingface "
+           f"or ~/.cache/clip) here, or set MODEL.BACKBONE.PATH to a local checkpoint file")
+    if os.environ.get("CLIP_OFFLINE"):
+        raise UserError(f"OpenCLIP weights {entry.name} '{tag}' ({source}) not in open_clip's cache "
+                        f"(CLIP_OFFLINE is set); {fix}")
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        return download_pretrained(cfg)
+    except Exception as e:
+        raise UserError(f"OpenCLIP weights {entry.name} '{tag}' ({source}) not in open_clip's cache "
+                        f"and the download failed ({type(e).__name__}); {fix}") from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    import logging
+
+    old = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(old)
+
+
+def load_open_clip(entry, pretrained="", path="", random_weights=False):
+    """An OpenCLIP model of ``entry``: random, from a tag in open_clip's cache
+    (downloaded when online) or from a local checkpoint."""
+    open_clip = _open_clip()
+
+    check_backbone_choice(entry.name, RANDOM if random_weights else pretrained, path)
+    kwargs = dict(pretrained=None, load_weights=False, pretrained_image=False, pretrained_text=False)
+    if random_weights:
+        with torch.random.fork_rng(devices=[]), _quiet_logging():
+            torch.manual_seed(0)
+            return open_clip.create_model(entry.arch, **kwargs)
+    if path:
+        file = _check_path(path)
+        quick_gelu = False
+    else:
+        file = _open_clip_download(entry, pretrained)
+        quick_gelu = bool(open_clip.get_pretrained_cfg(entry.arch, pretrained).get("quick_gelu"))
+    with _quiet_logging():  # open_clip logs "initialized randomly" before the weights load
+        model = open_clip.create_model(entry.arch, force_quick_gelu=quick_gelu, **kwargs)
+    try:
+        open_clip.load_checkpoint(model, file, strict=True)
+    except (RuntimeError, KeyError, ValueError) as e:
+        try:
+            sd = open_clip.factory.load_state_dict(file)
+        except Exception:
+            raise UserError(f"cannot read OpenCLIP checkpoint {file} ({type(e).__name__}); the "
+                            "file is damaged or not a checkpoint") from None
+        raise _wrong_arch(entry, path or file, sd, "load_state_dict failed") from None
     return model
+
+
+def load_clip(name, path="", device="cpu", pretrained=""):
+    """A frozen fp32 CLIP of backbone ``name`` in eval mode (see create_backbone)."""
+    return create_backbone(name, pretrained, path, device)[0]
+
+
+def image_resolution(model):
+    """The input size (pixels) the image tower of ``model`` expects."""
+    v = model.visual
+    if hasattr(v, "input_resolution"):
+        return v.input_resolution
+    size = getattr(v, "image_size", None)
+    if size is None:
+        size = model.visual.preprocess_cfg["size"]
+    size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    return size[0] if size[0] == size[1] else size
+
+
+def embed_dim(model):
+    """Width of the joint image-text feature space."""
+    tower = text_tower(model)
+    proj = tower.text_projection
+    if proj is None:
+        return tower.width
+    return proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1]
 
 
 def load_clip_from_cfg(cfg, device="cpu"):
     """Load ``MODEL.BACKBONE`` and check INPUT.SIZE matches its resolution."""
-    model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, device)
-    res = model.visual.input_resolution
-    if tuple(cfg.INPUT.SIZE) != (res, res):
+    b = cfg.MODEL.BACKBONE
+    model = load_clip(b.NAME, b.PATH, device, str(b.PRETRAINED or ""))
+    res = image_resolution(model)
+    want = res if isinstance(res, tuple) else (res, res)
+    if tuple(cfg.INPUT.SIZE) != tuple(want):
         raise UserError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match backbone "
-                        f"{cfg.MODEL.BACKBONE.NAME}'s input resolution {res}; set "
-                        f"INPUT.SIZE ({res}, {res}) in the trainer config")
+                        f"{b.NAME}'s input resolution {res}; drop INPUT.SIZE from the config (it "
+                        f"defaults to the backbone's) or set INPUT.SIZE {tuple(want)}")
     return model
 
 
-def tokenize(texts):
-    return clip_api.tokenize(texts, truncate=True)
+def tokenize(texts, context_length=77):
+    return clip_api.tokenize(texts, context_length=context_length, truncate=True)
+
+
+class TextTower:
+    """The text side of a CLIP, the same for both families (the adapter the
+    prompt learners and TextEncoder use).
+
+    OpenAI's ``clip.model.CLIP`` runs its transformer sequence-first with a
+    fixed 77-token mask; OpenCLIP's is batch-first (or says otherwise in
+    ``batch_first``), takes the mask as an argument, may sit in ``model.text``
+    (CustomTextCLIP) and may hold the projection as an ``nn.Linear``. Only
+    towers with a causal mask that pool at the end-of-text token get here
+    (``open_clip_text_problem`` refuses the others).
+    """
+
+    def __init__(self, model):
+        from clip.model import CLIP as OpenAICLIP
+
+        text = getattr(model, "text", None)
+        src = text if text is not None and hasattr(text, "token_embedding") else model
+        self.openai = isinstance(model, OpenAICLIP)
+        self.token_embedding = src.token_embedding
+        self.positional_embedding = src.positional_embedding
+        self.transformer = src.transformer
+        self.ln_final = src.ln_final
+        self.text_projection = src.text_projection
+        self.context_length = int(src.positional_embedding.shape[0])
+
+    @property
+    def width(self):
+        return self.ln_final.weight.shape[0]
+
+    @property
+    def device(self):
+        return self.token_embedding.weight.device
+
+    def tokenize(self, texts):
+        return tokenize(texts, self.context_length)
+
+    def embed(self, tokens):
+        return self.token_embedding(tokens.to(self.device))
+
+    def run(self, x, mask):
+        """The transformer blocks over ``x`` (N, L, D) with the (L, L) mask."""
+        if not self.openai:
+            return self.transformer(x, attn_mask=mask)
+        x = x.permute(1, 0, 2)  # NLD -> LND
+        for block in self.transformer.resblocks:
+            h = block.ln_1(x)
+            x = x + block.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
+            x = x + block.mlp(block.ln_2(x))
+        return x.permute(1, 0, 2)
+
+    def project(self, x):
+        if self.text_projection is None:
+            return x
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x @ self.text_projection
+
+
+def text_tower(model):
+    return TextTower(model)
+
+
+def text_width(model):
+    """Width of the token embeddings (the size of a context vector)."""
+    return text_tower(model).width
 
 
 class TextEncoder(nn.Module):
@@ -132,16 +405,19 @@ class TextEncoder(nn.Module):
 
     Attention is causal, so tokens after the end-of-text token never affect
     its feature: sequences are cut after the longest EOT position, which
-    gives the same features as the full 77 tokens at a fraction of the cost.
+    gives the same features as the full context at a fraction of the cost.
+    Works over both families through ``TextTower``.
     """
 
     def __init__(self, clip_model):
         super().__init__()
-        self.transformer = clip_model.transformer
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
-        ctx = clip_model.context_length
+        tower = text_tower(clip_model)
+        self.tower = tower
+        self.transformer = tower.transformer
+        self.positional_embedding = tower.positional_embedding
+        self.ln_final = tower.ln_final
+        self.text_projection = tower.text_projection
+        ctx = tower.context_length
         mask = torch.full((ctx, ctx), float("-inf")).triu_(1)
         self.register_buffer("attn_mask", mask, persistent=False)
 
@@ -149,16 +425,10 @@ class TextEncoder(nn.Module):
         eot = tokenized_prompts.argmax(dim=-1).to(prompts.device)
         length = int(eot.max().item()) + 1
         x = prompts[:, :length] + self.positional_embedding[:length].to(prompts.dtype)
-        x = x.permute(1, 0, 2)  # NLD -> LND
-        mask = self.attn_mask[:length, :length].to(x.dtype)
-        for block in self.transformer.resblocks:
-            h = block.ln_1(x)
-            x = x + block.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
-            x = x + block.mlp(block.ln_2(x))
-        x = x.permute(1, 0, 2)
+        x = self.tower.run(x, self.attn_mask[:length, :length].to(x.dtype))
         x = self.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot]
-        return x @ self.text_projection
+        return self.tower.project(x)
 
 
 def context_init(clip_model, n_ctx, ctx_init="", n_copies=None, std=0.02):
@@ -168,13 +438,14 @@ def context_init(clip_model, n_ctx, ctx_init="", n_copies=None, std=0.02):
     embeddings and ``n_ctx`` becomes its token count; otherwise N(0, std).
     Returns (tensor (n_ctx, d) or (n_copies, n_ctx, d), prompt_prefix).
     """
-    dim = clip_model.ln_final.weight.shape[0]
+    tower = text_tower(clip_model)
+    dim = tower.width
     if ctx_init:
         ctx_init = ctx_init.replace("_", " ").strip()
-        tokens = tokenize([ctx_init])
+        tokens = tower.tokenize([ctx_init])
         n_ctx = int(tokens.argmax(-1).item()) - 1
         with torch.no_grad():
-            emb = clip_model.token_embedding(tokens.to(clip_model.token_embedding.weight.device))
+            emb = tower.embed(tokens)
         vectors = emb[0, 1:1 + n_ctx].detach().float().cpu().clone()
         prefix = ctx_init
         if n_copies:
@@ -207,10 +478,11 @@ class PromptAssembler(nn.Module):
         prompt_prefix = prompt_prefix if prompt_prefix is not None else " ".join(["X"] * n_ctx)
         self.name_lens = [len(clip_api._tokenizer.encode(n)) for n in names]
         prompts = [(prompt_prefix + " " + n + suffix).strip() for n in names]
-        tokenized = tokenize(prompts)
-        device = clip_model.token_embedding.weight.device
+        tower = text_tower(clip_model)
+        tokenized = tower.tokenize(prompts)
+        device = tower.device
         with torch.no_grad():
-            emb = clip_model.token_embedding(tokenized.to(device)).float()
+            emb = tower.embed(tokenized).float()
         self.register_buffer("tokenized_prompts", tokenized.to(device), persistent=False)
         self.register_buffer("token_prefix", emb[:, :1, :].clone(), persistent=False)  # SOS
         self.register_buffer("token_suffix", emb[:, 1 + n_ctx:, :].clone(), persistent=False)
@@ -252,11 +524,11 @@ class PromptAssembler(nn.Module):
 def encode_templates(clip_model, classnames, templates, batch_size=256):
     """Normalised text features per class, averaged over ``templates``
     (each "{}" filled with the class name), as in CLIP's prompt ensembling."""
-    device = clip_model.token_embedding.weight.device
+    tower = text_tower(clip_model)
     feats = []
     for template in templates:
         texts = [template.format(c.replace("_", " ")) for c in classnames]
-        tok = tokenize(texts).to(device)
+        tok = tower.tokenize(texts).to(tower.device)
         out = torch.cat([clip_model.encode_text(tok[i:i + batch_size])
                          for i in range(0, len(texts), batch_size)])
         feats.append(F.normalize(out.float(), dim=-1))

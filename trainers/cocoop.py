@@ -11,7 +11,7 @@ from toolbox.engine import TRAINER_REGISTRY
 from toolbox.metrics.per_task import task_classes
 
 from .base import ClipTrainer
-from .clip_model import PromptAssembler, TextEncoder, context_init
+from .clip_model import PromptAssembler, TextEncoder, context_init, embed_dim, text_tower
 
 
 def extend_cfg(cfg):
@@ -26,9 +26,9 @@ class ConditionalPromptLearner(nn.Module):
         super().__init__()
         ctx, prefix = context_init(clip_model, cfg_cocoop.N_CTX, cfg_cocoop.CTX_INIT)
         n_ctx, ctx_dim = ctx.shape
-        vis_dim = clip_model.visual.output_dim
+        vis_dim = embed_dim(clip_model)
         print(f'Initial context: "{prefix}" (tokens: {n_ctx})')
-        device = clip_model.ln_final.weight.device
+        device = text_tower(clip_model).device
         self.ctx = nn.Parameter(ctx.to(device))
         self.meta_net = nn.Sequential(OrderedDict([
             ("linear1", nn.Linear(vis_dim, vis_dim // 16)),

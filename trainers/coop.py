@@ -7,7 +7,7 @@ from yacs.config import CfgNode as CN
 from toolbox.engine import TRAINER_REGISTRY
 
 from .base import ClipTrainer
-from .clip_model import PromptAssembler, TextEncoder, context_init
+from .clip_model import PromptAssembler, TextEncoder, context_init, text_tower
 
 
 def extend_cfg(cfg):
@@ -27,7 +27,7 @@ class PromptLearner(nn.Module):
                                    n_copies=n_cls if cfg_coop.CSC else None)
         n_ctx = ctx.shape[-2]
         print(f'Initial context: "{prefix}" (tokens: {n_ctx}, class-specific: {cfg_coop.CSC})')
-        self.ctx = nn.Parameter(ctx.to(clip_model.ln_final.weight.device))
+        self.ctx = nn.Parameter(ctx.to(text_tower(clip_model).device))
         self.assembler = PromptAssembler(clip_model, classnames, n_ctx,
                                          cfg_coop.CLASS_TOKEN_POSITION, prefix)
         self.n_cls, self.n_ctx = n_cls, n_ctx

@@ -35,7 +35,8 @@ from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError, check_choice
 
 from .base import ClipTrainer
-from .clip_model import PromptAssembler, TextEncoder, context_init
+from .clip_model import (PromptAssembler, TextEncoder, context_init, embed_dim, text_tower,
+                         text_width)
 
 # (CLASS_N_CTX, CLASS_CSC, TASK_N_CTX, TASK_CSC, N_CTX, CSC) per variant.
 # First two letters: class side (NA none, CA shared class context, CS
@@ -138,11 +139,11 @@ class SoftPromptLearner(nn.Module):
     def __init__(self, settings, meta_kind, tasks, clip_model, task_input="name", ctx_init=""):
         super().__init__()
         s = settings
-        device = clip_model.ln_final.weight.device
+        device = text_tower(clip_model).device
         classnames = [c for t in tasks for c in t.classnames]
         n_tasks, n_cls = len(tasks), len(classnames)
-        ctx_dim = clip_model.ln_final.weight.shape[0]
-        feat_dim = clip_model.text_projection.shape[1]
+        ctx_dim = text_width(clip_model)
+        feat_dim = embed_dim(clip_model)
         self.class_aware = s["CLASS_N_CTX"] > 0
         if s["CSC"] and not self.class_aware:
             raise UserError("TRAINER.SOFTCPT.CSC True needs class-aware prompts "

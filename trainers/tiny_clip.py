@@ -86,11 +86,19 @@ def pretrain_on_digits(model, steps=PRETRAIN_STEPS, batch_size=128, lr=1e-3):
     return model.eval()
 
 
+def tiny_weights_file(name, cache_dir):
+    """The file the weights of tiny model ``name`` are read from (written on
+    first use for the pre-trained ones); None for the random ones."""
+    if not name.endswith(PRETRAINED_SUFFIX):
+        return None
+    return osp.join(cache_dir, f"{name}.pt")
+
+
 def tiny_state_dict(name, cache_dir):
     """State dict of a tiny CLIP; the pre-trained ones are cached in ``cache_dir``."""
-    if not name.endswith(PRETRAINED_SUFFIX):
+    fpath = tiny_weights_file(name, cache_dir)
+    if fpath is None:
         return random_tiny(name).state_dict()
-    fpath = osp.join(cache_dir, f"{name}.pt")
     if osp.isfile(fpath):
         try:
             return torch.load(fpath, map_location="cpu", weights_only=True)

@@ -20,8 +20,8 @@ esac
 
 # A config's CTX_INIT fixes the context (its words) unless N_CTX is given here,
 # which then wins with a random init; the variant folder says which it was.
-trainer_config CoOp "$CFG" >/dev/null
-CTX_INIT="$(sed -n 's/^ *CTX_INIT: *"\(.*\)".*/\1/p' "$REPO/configs/trainers/CoOp/$CFG.yaml")"
+TCFG="$(trainer_config CoOp "$CFG")"
+CTX_INIT="$(sed -n 's/^ *CTX_INIT: *"\(.*\)".*/\1/p' "$TCFG")"
 if [ -n "${4:-}" ] || [ -z "$CTX_INIT" ]; then
     NCTX="${4:-16}"
     CTX_ARGS=(TRAINER.COOP.N_CTX "$NCTX" TRAINER.COOP.CTX_INIT "")
