@@ -21,7 +21,8 @@ case "$BACKBONE" in tiny_*) CFG="${BACKBONE}_ep10" ;; *) CFG="${BACKBONE}_ep50" 
 DEFAULT_RATE=0.0
 case "$VARIANT:$DATASET" in NA*) ;; *:general10) DEFAULT_RATE=0.1 ;; esac
 RATE="${CLS_SAMPLE_RATE:-$DEFAULT_RATE}"
-[[ "$RATE" =~ ^(0*\.[0-9]+|[01](\.0*)?)$ ]] || die "CLS_SAMPLE_RATE must be a number in [0, 1], got '$RATE'"
+[[ "$RATE" =~ ^(0*\.[0-9]+|[01](\.0*)?)$ ]] ||
+    die "CLS_SAMPLE_RATE must be a number in [0, 1], got '$RATE'"
 [[ "$RATE" == *.* ]] || RATE="$RATE.0"  # the config key is a float
 FOLDER="$VARIANT"
 [ "$(awk "BEGIN { print ($RATE == $DEFAULT_RATE) }")" = 1 ] || FOLDER="${VARIANT}_csr${RATE}"

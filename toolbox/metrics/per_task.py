@@ -89,7 +89,8 @@ def task_scores(metric, y_true, y_pred):
     per_class = per_class_accuracy(y_true, y_pred)
     mpc = float(np.mean(list(per_class.values())))
     return dict(value=mpc if metric == "mean_per_class" else acc, accuracy=acc,
-                mean_per_class=mpc, correct=int(hit.sum()), total=int(y_true.size), per_class=per_class)
+                mean_per_class=mpc, correct=int(hit.sum()), total=int(y_true.size),
+                per_class=per_class)
 
 
 def task_metric(metric, y_true, y_pred):
