@@ -144,6 +144,20 @@ _C.TEST.SPLIT = "test"  # test | val
 _C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val
 
 ###########################
+# Feature cache
+###########################
+# Frozen image features on disk, shared by every method, seed and shot count
+# (toolbox/features). Keyed by backbone name + weights hash, image file (path,
+# size, mtime), evaluation transform, precision and device kind, so a stale
+# feature is never reused. Remove the folder (or `python tools/cache.py prune`)
+# to clear it.
+_C.FEATURE_CACHE = CN()
+_C.FEATURE_CACHE.ENABLED = True  # False: encode every image at every evaluation
+# "" = <DATASET.ROOT>/.feature_cache, or the user's cache folder
+# ($XDG_CACHE_HOME or ~/.cache)/clip_feature_cache when the data root is read-only
+_C.FEATURE_CACHE.DIR = ""
+
+###########################
 # Trainer
 ###########################
 _C.TRAINER = CN()

@@ -7,7 +7,9 @@
   stepped once per epoch (Dassl's convention);
 - the multi-task loss (per sample, cross-entropy over its own task's classes)
   computed over only the classes of the tasks present in the batch;
-- evaluation that encodes every class prompt once per pass.
+- evaluation that encodes every class prompt once per pass, and reads image
+  features from the frozen-feature cache (trainers/feature_cache.py) instead
+  of decoding and encoding every image again.
 """
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,7 @@ from toolbox.metrics import compute_accuracy
 from toolbox.optim import build_lr_scheduler, build_optimizer
 
 from .clip_model import autocast_context, load_clip_from_cfg
+from .feature_cache import FeatureBatches, accepts_features, build_cache, encoder
 
 PRECISIONS = ("fp16", "amp", "bf16", "fp32")
 
@@ -32,6 +35,8 @@ class ClipTrainer(TrainerX):
 
     def __init__(self, cfg):
         self._eval_text = None
+        self._on_features = False  # evaluation batches hold cached features, not images
+        self._feature_cache = False  # built on first use; None: no cache
         self.cfg = cfg
         super().__init__(cfg)
 
@@ -137,16 +142,69 @@ class ClipTrainer(TrainerX):
         """Normalised text features of every class (n_classes, d), eval only."""
         raise TypeError(f"{type(self).__name__} must implement class_text_features()")
 
+    @property
+    def feature_cache(self):
+        if self._feature_cache is False:
+            self._feature_cache = build_cache(self)
+        return self._feature_cache
+
+    def cached_features(self, items, split, tfm=None):
+        """Frozen features (len(items), dim) float32 array of ``items`` (test-time
+        transform) through the feature cache; None when there is no cache."""
+        cache = self.feature_cache
+        if cache is None or not items:
+            return None
+        tfm = self.dm.tfm_test if tfm is None else tfm
+        names = [self.tasks[it.task].name for it in items]
+        before = dict(cache.stats)
+        feats = cache.features(items, split, names, encoder(self, items, tfm))
+        if feats is not None:
+            hits = cache.stats["hits"] - before["hits"]
+            print(f"Image features ({split}): {hits} from the cache, "
+                  f"{len(items) - hits} encoded (cache: {cache.dir})", flush=True)
+        return feats
+
+    def image_features(self, image):
+        """Normalised image features of an evaluation batch: the batch itself
+        when it holds cached features, else the frozen encoder's output."""
+        if self._on_features:
+            return image.float()
+        return self.encode_image(image)
+
+    def _feature_loader(self, loader, split):
+        """Cached-feature batches standing in for ``loader``, or None."""
+        if not getattr(type(self).model_inference, "accepts_features", False):
+            return None  # an override that expects images (e.g. a ported trainer)
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, torch.utils.data.SequentialSampler) or loader.batch_size is None:
+            return None
+        items = loader.dataset.data_source
+        feats = self.cached_features(items, split, loader.dataset.transform)
+        if feats is None:
+            return None
+        return FeatureBatches(feats, items, loader.batch_size)
+
     def test(self, split=None):
         self._eval_text = None
+        split = split or self.cfg.TEST.SPLIT
+        attr = "val_loader" if split == "val" and self.val_loader is not None else "test_loader"
+        loader = getattr(self, attr)
+        batches = self._feature_loader(loader, "val" if attr == "val_loader" else "test") \
+            if loader is not None else None
         try:
+            if batches is not None:
+                setattr(self, attr, batches)
+                self._on_features = True
             return super().test(split)
         finally:
+            setattr(self, attr, loader)
+            self._on_features = False
             self._eval_text = None
 
+    @accepts_features
     @torch.no_grad()
     def model_inference(self, image):
         if self._eval_text is None:
             with self.autocast():
                 self._eval_text = F.normalize(self.class_text_features().float(), dim=-1)
-        return self.logit_scale * self.encode_image(image) @ self._eval_text.t()
+        return self.logit_scale * self.image_features(image) @ self._eval_text.t()

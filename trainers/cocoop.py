@@ -12,6 +12,7 @@ from toolbox.metrics.per_task import task_classes
 
 from .base import ClipTrainer
 from .clip_model import PromptAssembler, TextEncoder, context_init, embed_dim, text_tower
+from .feature_cache import accepts_features
 
 
 def extend_cfg(cfg):
@@ -75,11 +76,13 @@ class CoCoOp(ClipTrainer):
         loss = F.cross_entropy(logits, label)
         return loss, logits, label, {}
 
+    @accepts_features
     @torch.no_grad()
     def model_inference(self, image):
-        # Instance-conditional: text features depend on the image, nothing to cache.
+        # Instance-conditional: text features depend on the image (its features,
+        # cached or encoded, feed the meta network); nothing text-side to reuse.
         task = self.current_task
         if task is None:
             task = torch.zeros(image.size(0), dtype=torch.long, device=self.device)
         with self.autocast():
-            return self.conditional_logits(self.encode_image(image), task.to(self.device))
+            return self.conditional_logits(self.image_features(image), task.to(self.device))

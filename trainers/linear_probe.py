@@ -20,6 +20,7 @@ from toolbox.metrics.per_task import task_metric  # noqa: F401  (also imported f
 from toolbox.utils import atomic_write
 
 from .base import ClipTrainer
+from .feature_cache import accepts_features
 
 CLASSIFIER_FILE = "linear_probe.pt"
 
@@ -85,8 +86,12 @@ class LinearProbeCLIP(ClipTrainer):
         self.classifiers = None  # per task: dict(coef, intercept, classes, C, val_score)
 
     @torch.no_grad()
-    def features(self, items):
-        """Frozen features (test-time transform) and labels of ``items``."""
+    def features(self, items, split):
+        """Frozen features (test-time transform) and labels of ``items`` (of
+        ``split``), from the feature cache where there is one."""
+        cached = self.cached_features(items, split)
+        if cached is not None:
+            return cached.astype(np.float64), np.array([it.label for it in items], dtype=np.int64)
         loader = build_data_loader(self.cfg, "SequentialSampler", data_source=items,
                                    batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
                                    tfm=self.dm.tfm_test, is_train=False)
@@ -100,8 +105,8 @@ class LinearProbeCLIP(ClipTrainer):
         ds = self.dm.dataset
         if not ds.train_x:
             raise UserError("LinearProbeCLIP needs training images; the train split is empty")
-        x_tr, y_tr = self.features(ds.train_x)
-        x_val, y_val = self.features(ds.val) if ds.val else (None, None)
+        x_tr, y_tr = self.features(ds.train_x, "train")
+        x_val, y_val = self.features(ds.val, "val") if ds.val else (None, None)
         lp = self.cfg.TRAINER.LINEAR_PROBE
         self.classifiers = []
         for t in self.tasks:
@@ -148,6 +153,7 @@ class LinearProbeCLIP(ClipTrainer):
     def results_extra(self):
         return {"C": {t.name: c["C"] for t, c in zip(self.tasks, self.classifiers)}}
 
+    @accepts_features
     @torch.no_grad()
     def model_inference(self, image):
         """Per-task log-probabilities in each task's label range (-inf for
@@ -155,7 +161,7 @@ class LinearProbeCLIP(ClipTrainer):
         if self.classifiers is None:
             raise UserError("LinearProbeCLIP has no classifiers: train it, or pass --model-dir "
                             "with --eval-only")
-        feats = self.encode_image(image)
+        feats = self.image_features(image)
         out = feats.new_full((feats.size(0), self.num_classes), -math.inf)
         for c in self.classifiers:
             w, b = c["coef"].to(feats), c["intercept"].to(feats)

@@ -1,0 +1,99 @@
+"""The frozen-feature cache (toolbox/features) wired to a CLIP trainer: which
+backbone identity, transform and precision key its features, how missing
+features are computed, and the loader of cached features that evaluation
+iterates instead of decoding images.
+"""
+import os.path as osp
+
+import numpy as np
+import torch
+
+from toolbox.data.data_manager import build_data_loader
+from toolbox.features import FeatureCache, backbone_identity, effective_precision, resolve_dir
+
+from .clip_model import CLIP_NAMES, clip_cache_dir, weights_file
+from .tiny_clip import PRETRAINED_SUFFIX, TINY_NAMES
+
+
+def accepts_features(fn):
+    """Mark a ``model_inference`` that takes cached image features (batch, dim)
+    as well as images; only such trainers evaluate from the cache."""
+    fn.accepts_features = True
+    return fn
+
+
+def weights_path(cfg):
+    """The weights file MODEL.BACKBONE resolves to, or None for a model
+    generated in memory (the random tiny models)."""
+    name, path = cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH
+    if path:
+        return osp.expanduser(path)
+    if name in TINY_NAMES:
+        if name.endswith(PRETRAINED_SUFFIX):
+            return osp.join(clip_cache_dir(), f"{name}.pt")
+        return None
+    if name in CLIP_NAMES:
+        return weights_file(name)
+    return None
+
+
+def build_cache(trainer):
+    """The trainer's FeatureCache, or None (disabled, or no exact transform)."""
+    cfg = trainer.cfg
+    if not cfg.FEATURE_CACHE.ENABLED:
+        return None
+    tfm = trainer.dm.tfm_test
+    text = repr(tfm)
+    if tfm is None or " at 0x" in text:  # no stable description of the transform
+        print("Note: the evaluation transform has no exact description; no feature cache")
+        return None
+    directory = resolve_dir(cfg.FEATURE_CACHE.DIR, cfg.DATASET.ROOT)
+    identity = backbone_identity(cfg.MODEL.BACKBONE.NAME, weights_path(cfg), trainer.clip_model,
+                                 memo_dir=directory)
+    kind = trainer.device.type
+    return FeatureCache(directory, identity, text, effective_precision(kind, trainer.prec), kind)
+
+
+def encoder(trainer, items, tfm):
+    """``encode(positions)`` for FeatureCache.features: the test-time batches
+    of ``items[positions]`` through the trainer's frozen image encoder."""
+    cfg = trainer.cfg
+
+    def encode(positions):
+        if not positions:
+            return
+        loader = build_data_loader(cfg, "SequentialSampler",
+                                   data_source=[items[i] for i in positions],
+                                   batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, tfm=tfm,
+                                   is_train=False)
+        start = 0
+        for batch in loader:
+            feats = trainer.encode_image(batch["img"].to(trainer.device)).cpu().numpy()
+            yield positions[start:start + len(feats)], feats
+            start += len(feats)
+
+    return encode
+
+
+class FeatureBatches:
+    """Batches of cached features shaped like the image loader's batches
+    (same order and batch size; ``img`` holds the features)."""
+
+    def __init__(self, feats, items, batch_size):
+        self.feats = torch.from_numpy(np.ascontiguousarray(feats))
+        self.items = items
+        self.batch_size = batch_size
+        self.label = torch.tensor([it.label for it in items], dtype=torch.long)
+        self.task = torch.tensor([it.task for it in items], dtype=torch.long)
+        self.domain = torch.tensor([it.domain for it in items], dtype=torch.long)
+
+    def __len__(self):
+        return (len(self.items) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        for start in range(0, len(self.items), self.batch_size):
+            end = start + self.batch_size
+            yield {"img": self.feats[start:end], "label": self.label[start:end],
+                   "task": self.task[start:end], "domain": self.domain[start:end],
+                   "impath": [it.impath for it in self.items[start:end]],
+                   "index": torch.arange(start, min(end, len(self.items)))}
