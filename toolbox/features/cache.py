@@ -123,9 +123,9 @@ class FeatureCache:
         """{path: (size, mtime_ns, row)}, features; empty for a missing or damaged store."""
         try:
             head, feats = read_store(path)
-        except FileNotFoundError:
+        except OSError:  # none yet, or unreadable: computed (and written if possible)
             return {}, None
-        except (DamagedStore, OSError) as e:
+        except DamagedStore as e:
             if path not in damaged:
                 warnings.warn(f"damaged feature cache file {path} ({e}); rebuilding it",
                               stacklevel=3)
@@ -154,6 +154,7 @@ class FeatureCache:
         for i, t in enumerate(task_names):
             groups.setdefault(t, []).append(i)
         out = [None] * len(items)
+        computed = self.stats["computed"]
         damaged = set()
         missing = self._fill(groups, entries, split, out, damaged)
         if missing:
@@ -173,6 +174,7 @@ class FeatureCache:
             finally:
                 for lock in locks:
                     lock.release()
+        self.stats["hits"] += len(items) - (self.stats["computed"] - computed)
         return np.stack(out) if out else np.zeros((0, 0), np.float32)
 
     def _fill(self, groups, entries, split, out, damaged):
@@ -185,7 +187,6 @@ class FeatureCache:
                 hit = index.get(path)
                 if hit is not None and hit[0] == size and hit[1] == mtime:
                     out[i] = feats[hit[2]]
-                    self.stats["hits"] += 1
                 else:
                     missing.setdefault(task, []).append(i)
         return missing
