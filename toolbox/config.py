@@ -172,6 +172,8 @@ def get_cfg_default():
 # computes: left out of the config digest, so a run is recognised as the same
 # run after its data folder moved, when it is resumed (RESUME) or re-run verbose.
 DIGEST_IGNORED_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE")
+# The feature cache changes where features come from, not what they are.
+DIGEST_IGNORED_KEYS += ("FEATURE_CACHE.ENABLED", "FEATURE_CACHE.DIR")
 
 
 def config_digest(cfg):
