@@ -4,6 +4,12 @@ synthetic tasks and images (no dataset).
 
     python tools/bench.py --arch vit_b16 --tasks 3 --classes 5 --batch 4 --steps 3
     python tools/bench.py --arch rn50 --tasks 44 --classes 36 --batch 32 --device cuda
+    python tools/bench.py --mode cache --arch vit_b16 --images 200 --classes 100 --threads 2
+
+``--mode cache`` times the frozen-feature cache instead (cache_bench): one
+evaluation pass over image files on disk with the cache off, cold and warm,
+then a grid of demo runs (train.py, 3 methods x 2 seeds) with the cache off
+and on, whose results tables must be identical.
 
 Each method runs in its own process, so peak memory is that method's alone:
 CPU reports the peak resident set size (ru_maxrss; it includes the frozen
@@ -136,11 +142,28 @@ def get_parser():
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--prec", default="fp16", help="PREC on CUDA (fp16 amp bf16 fp32); CPU: fp32")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    # --mode cache (tools/bench_cache.py)
+    p.add_argument("--mode", default="train", choices=("train", "cache"),
+                   help="train: training steps per method; cache: the feature cache")
+    p.add_argument("--images", type=int, default=200, help="cache: image files to evaluate")
+    p.add_argument("--eval-classes", type=int, default=100, help="cache: classes of those images")
+    p.add_argument("--eval-batch", type=int, default=50, help="cache: evaluation batch size")
+    p.add_argument("--threads", type=int, default=2, help="cache: torch/OMP threads per run")
+    p.add_argument("--grid-methods", nargs="+", default=["ZeroshotCLIP", "LinearProbeCLIP", "CoOp"])
+    p.add_argument("--grid-seeds", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--grid-shots", type=int, default=4)
+    p.add_argument("--no-eval", action="store_true", help="cache: skip the evaluation passes")
+    p.add_argument("--no-grid", action="store_true", help="cache: skip the demo grid")
+    p.add_argument("--work-dir", default="", help="cache: keep images, caches and runs here")
     return p
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
+    if args.mode == "cache":
+        from tools.bench_cache import cache_bench
+
+        return cache_bench(args)
     if args.worker:
         return worker(args)
     from toolbox.errors import UserError, one_line

@@ -148,16 +148,17 @@ class ClipTrainer(TrainerX):
             self._feature_cache = build_cache(self)
         return self._feature_cache
 
-    def cached_features(self, items, split, tfm=None):
+    def cached_features(self, items, split, tfm=None, progress=False):
         """Frozen features (len(items), dim) float32 array of ``items`` (test-time
-        transform) through the feature cache; None when there is no cache."""
+        transform) through the feature cache; None when there is no cache.
+        ``progress``: a progress bar over the images that must be encoded."""
         cache = self.feature_cache
         if cache is None or not items:
             return None
         tfm = self.dm.tfm_test if tfm is None else tfm
         names = [self.tasks[it.task].name for it in items]
         before = dict(cache.stats)
-        feats = cache.features(items, split, names, encoder(self, items, tfm))
+        feats = cache.features(items, split, names, encoder(self, items, tfm, progress))
         if feats is not None:
             hits = cache.stats["hits"] - before["hits"]
             print(f"Image features ({split}): {hits} from the cache, "

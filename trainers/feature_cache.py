@@ -4,6 +4,7 @@ features are computed, and the loader of cached features that evaluation
 iterates instead of decoding images.
 """
 import os.path as osp
+import sys
 
 import numpy as np
 import torch
@@ -54,9 +55,10 @@ def build_cache(trainer):
     return FeatureCache(directory, identity, text, effective_precision(kind, trainer.prec), kind)
 
 
-def encoder(trainer, items, tfm):
+def encoder(trainer, items, tfm, progress=False):
     """``encode(positions)`` for FeatureCache.features: the test-time batches
-    of ``items[positions]`` through the trainer's frozen image encoder."""
+    of ``items[positions]`` through the trainer's frozen image encoder (with
+    a tqdm bar over the images when ``progress``)."""
     cfg = trainer.cfg
 
     def encode(positions):
@@ -66,11 +68,22 @@ def encoder(trainer, items, tfm):
                                    data_source=[items[i] for i in positions],
                                    batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, tfm=tfm,
                                    is_train=False)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(positions), unit="img", desc="Encoding images", file=sys.stdout)
         start = 0
-        for batch in loader:
-            feats = trainer.encode_image(batch["img"].to(trainer.device)).cpu().numpy()
-            yield positions[start:start + len(feats)], feats
-            start += len(feats)
+        try:
+            for batch in loader:
+                feats = trainer.encode_image(batch["img"].to(trainer.device)).cpu().numpy()
+                yield positions[start:start + len(feats)], feats
+                start += len(feats)
+                if bar is not None:
+                    bar.update(len(feats))
+        finally:
+            if bar is not None:
+                bar.close()
 
     return encode
 
