@@ -407,3 +407,46 @@ def test_two_runs_building_one_store_encode_each_image_once(data_root, tmp_path)
     for store in _stores(tmp_path / "cache"):
         head, feats = read_store(store)
         assert len(set(p for p, _, _ in head["entries"])) == head["n"] == feats.shape[0]
+
+
+# ---- tools/cache.py --------------------------------------------------------------------
+
+def _tool(*argv):
+    return subprocess.run([sys.executable, osp.join(ROOT, "tools", "cache.py"), *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="2"))
+
+
+def test_cache_tool_precompute_list_prune(data_root, tmp_path):
+    cache = str(tmp_path / "cache")
+    pre = _tool("precompute", "--root", data_root, "--dataset-config-file", DEMO,
+                "--config-file", TINY["CoOp"], "--splits", "test,val",
+                "FEATURE_CACHE.DIR", cache)
+    assert pre.returncode == 0, pre.stderr[-2000:]
+    assert "Encoding images" in pre.stdout + pre.stderr  # the progress bar
+    listing = _tool("list", "--dir", cache)
+    assert listing.returncode == 0
+    rows = [ln for ln in listing.stdout.splitlines() if ln.startswith("| tiny-vit-digits")]
+    assert len(rows) == 6 and "| DemoParity" in listing.stdout and "| 540 " in listing.stdout
+    # a CoOp run afterwards finds every test image cached
+    proc = run_train("--root", data_root, "--seed", "1", "--trainer", "CoOp",
+                     "--dataset-config-file", DEMO, "--config-file", TINY["CoOp"],
+                     "--output-dir", str(tmp_path / "run"), "--eval-only",
+                     "DATASET.NUM_SHOTS", "2", "FEATURE_CACHE.DIR", cache)
+    assert counts(proc.stdout)[1] == 0 and counts(proc.stdout)[0] > 1500
+    dry = _tool("prune", "--dir", cache, "--backbone", "tiny-vit-digits", "--dry-run")
+    assert dry.returncode == 0 and "6 store(s)" in dry.stdout and len(_stores(cache)) == 6
+    assert _tool("prune", "--dir", cache, "--backbone", "RN50").stdout.startswith("0 store(s)")
+    gone = _tool("prune", "--dir", cache, "--older-than", "0")
+    assert gone.returncode == 0 and _stores(cache) == []
+    assert [d for d in os.listdir(cache) if not d.endswith(".json")] == []
+
+
+@pytest.mark.parametrize("argv", [["list"], ["prune", "--dir", "x"],
+                                  ["precompute", "--root", "x", "--dataset-config-file", DEMO,
+                                   "--splits", "test,everything"],
+                                  ["prune", "--dir", "x", "--older-than", "-1"]])
+def test_cache_tool_bad_arguments(argv):
+    proc = _tool(*argv)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1

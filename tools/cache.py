@@ -6,7 +6,7 @@
     python tools/cache.py prune --root $DATA --older-than 30
     python tools/cache.py precompute --root $DATA \\
         --dataset-config-file configs/datasets/general10.yaml \\
-        --config-file configs/trainers/CoOp/vit_b16_ep50.yaml --splits test val
+        --config-file configs/trainers/CoOp/vit_b16_ep50.yaml --splits test,val
 
 ``precompute`` builds a trainer (ZeroshotCLIP unless --trainer says
 otherwise) from the configs, so its features carry exactly the keys later
@@ -148,6 +148,12 @@ def _remove_empty(directory):
 def cmd_precompute(args):
     import train
 
+    wanted = [x for x in args.splits.split(",") if x]
+    bad = [x for x in wanted if x not in ("train", "val", "test")]
+    if bad or not wanted:
+        raise UserError(f"--splits takes train, val and/or test, comma-separated; got "
+                        f"'{args.splits}'")
+
     argv = ["--root", args.root, "--trainer", args.trainer,
             "--dataset-config-file", args.dataset_config_file, "--seed", str(args.seed)]
     if args.config_file:
@@ -170,7 +176,7 @@ def cmd_precompute(args):
                         "transform)")
     ds = trainer.dm.dataset
     splits = {"train": ds.train_x, "val": ds.val, "test": ds.test}
-    for split in args.splits:
+    for split in wanted:
         items = splits[split] or []
         if not items:
             print(f"{split}: no images")
@@ -200,8 +206,8 @@ def get_parser():
     pre.add_argument("--config-file", default="",
                      help="trainer config: backbone, INPUT.* and precision as the runs use")
     pre.add_argument("--trainer", default="ZeroshotCLIP")
-    pre.add_argument("--splits", nargs="+", default=["test", "val"],
-                     choices=["train", "val", "test"])
+    pre.add_argument("--splits", default="test,val",
+                     help="comma-separated: train,val,test (default test,val)")
     pre.add_argument("--seed", type=int, default=1, help="few-shot draw of --splits train")
     pre.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)")
     return p
