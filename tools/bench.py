@@ -4,7 +4,7 @@ synthetic tasks and images (no dataset).
 
     python tools/bench.py --arch vit_b16 --tasks 3 --classes 5 --batch 4 --steps 3
     python tools/bench.py --arch rn50 --tasks 44 --classes 36 --batch 32 --device cuda
-    python tools/bench.py --mode cache --arch vit_b16 --images 200 --classes 100 --threads 2
+    python tools/bench.py --mode cache --arch vit_b16 --images 200 --eval-classes 100 --threads 2
 
 ``--mode cache`` times the frozen-feature cache instead (cache_bench): one
 evaluation pass over image files on disk with the cache off, cold and warm,
@@ -160,10 +160,6 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    if args.mode == "cache":
-        from tools.bench_cache import cache_bench
-
-        return cache_bench(args)
     if args.worker:
         return worker(args)
     from toolbox.errors import UserError, one_line
@@ -173,6 +169,10 @@ def main(argv=None):
         args.arch = canonical_name(args.arch)
     except UserError as e:
         raise SystemExit(f"error: {one_line(e)}")
+    if args.mode == "cache":
+        from tools.bench_cache import cache_bench
+
+        return cache_bench(args)
     rows = []
     for method in args.methods:
         cmd = [sys.executable, osp.abspath(__file__), "--worker", method] + [

@@ -60,37 +60,27 @@ def write_images(folder, n_images, n_classes, size=256, seed=0):
 def eval_passes(args, work):
     """Seconds of one test pass with the cache off, cold and warm."""
     import torch
-    from clip.model import CLIP
 
-    import trainers.base as base
     from toolbox.data.data_manager import build_data_loader
     from toolbox.data.datasets import Datum
     from toolbox.data.tasks import TaskInfo
     from toolbox.data.transforms import build_transform
     from toolbox.engine import TRAINER_REGISTRY
 
-    from tools.bench import arch_spec, bench_cfg
+    from tools.bench import bench_cfg
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    spec = arch_spec(args.arch)
-    res = spec["image_resolution"]
     device = torch.device(args.device)
-    model = CLIP(**spec).float().eval().to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    base.load_clip_from_cfg = lambda cfg, device=None: model
     task = TaskInfo(name="bench", classnames=[f"object {c}" for c in range(args.eval_classes)])
     files = write_images(osp.join(work, "images"), args.images, args.eval_classes)
     items = [Datum(impath=p, label=y, classname=task.classnames[y]) for p, y in files]
 
-    cfg = bench_cfg("CoOp", args, res)
+    # the backbone through the registry with seeded random weights; its identity
+    # is then the hash of those weights (no file)
+    cfg = bench_cfg("CoOp", args)
     cfg.defrost()
-    cfg.MODEL.BACKBONE.NAME = f"bench-{args.arch}"  # random weights: identity = state hash
-    cfg.INPUT.INTERPOLATION = "bicubic"
     cfg.INPUT.TRANSFORMS = ("normalize",)
-    cfg.INPUT.PIXEL_MEAN = [0.48145466, 0.4578275, 0.40821073]
-    cfg.INPUT.PIXEL_STD = [0.26862954, 0.26130258, 0.27577711]
     cfg.DATALOADER.TEST.BATCH_SIZE = args.eval_batch
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.OUTPUT_DIR = osp.join(work, "eval_out")

@@ -12,8 +12,7 @@ import torch
 from toolbox.data.data_manager import build_data_loader
 from toolbox.features import FeatureCache, backbone_identity, effective_precision, resolve_dir
 
-from .clip_model import CLIP_NAMES, clip_cache_dir, weights_file
-from .tiny_clip import PRETRAINED_SUFFIX, TINY_NAMES
+from .backbones import canonical_name, weights_file_for_cfg
 
 
 def accepts_features(fn):
@@ -21,21 +20,6 @@ def accepts_features(fn):
     as well as images; only such trainers evaluate from the cache."""
     fn.accepts_features = True
     return fn
-
-
-def weights_path(cfg):
-    """The weights file MODEL.BACKBONE resolves to, or None for a model
-    generated in memory (the random tiny models)."""
-    name, path = cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH
-    if path:
-        return osp.expanduser(path)
-    if name in TINY_NAMES:
-        if name.endswith(PRETRAINED_SUFFIX):
-            return osp.join(clip_cache_dir(), f"{name}.pt")
-        return None
-    if name in CLIP_NAMES:
-        return weights_file(name)
-    return None
 
 
 def build_cache(trainer):
@@ -49,7 +33,10 @@ def build_cache(trainer):
         print("Note: the evaluation transform has no exact description; no feature cache")
         return None
     directory = resolve_dir(cfg.FEATURE_CACHE.DIR, cfg.DATASET.ROOT)
-    identity = backbone_identity(cfg.MODEL.BACKBONE.NAME, weights_path(cfg), trainer.clip_model,
+    # canonical name + content hash of the weights file the config resolves to
+    # (of the state dict for a model without one: random tiny/benchmark weights)
+    identity = backbone_identity(canonical_name(cfg.MODEL.BACKBONE.NAME),
+                                 weights_file_for_cfg(cfg), trainer.clip_model,
                                  memo_dir=directory)
     kind = trainer.device.type
     return FeatureCache(directory, identity, text, effective_precision(kind, trainer.prec), kind)
