@@ -201,7 +201,10 @@ def test_changed_weights_file_misses(data_root, tmp_path, capsys):
     changed = evaluate(build(data_root, tmp_path / "cache", "ZeroshotCLIP", *opts))
     assert counts(capsys.readouterr().out) == (0, 540)
     assert not all(torch.equal(a, b) for a, b in zip(changed[2], base[2]))
-    backbones = [d for d in os.listdir(tmp_path / "cache") if d.startswith("tiny-vit-digits-")]
+    from trainers.backbones import canonical_name
+
+    name = canonical_name("tiny-vit-digits")
+    backbones = [d for d in os.listdir(tmp_path / "cache") if d.startswith(name + "-")]
     assert len(backbones) == 2  # one per weights hash
 
 
@@ -426,7 +429,10 @@ def test_cache_tool_precompute_list_prune(data_root, tmp_path):
     assert "Encoding images" in pre.stdout + pre.stderr  # the progress bar
     listing = _tool("list", "--dir", cache)
     assert listing.returncode == 0
-    rows = [ln for ln in listing.stdout.splitlines() if ln.startswith("| tiny-vit-digits")]
+    from trainers.backbones import canonical_name
+
+    name = canonical_name("tiny-vit-digits")
+    rows = [ln for ln in listing.stdout.splitlines() if ln.startswith(f"| {name} ")]
     assert len(rows) == 6 and "| DemoParity" in listing.stdout and "| 540 " in listing.stdout
     # a CoOp run afterwards finds every test image cached
     proc = run_train("--root", data_root, "--seed", "1", "--trainer", "CoOp",
@@ -434,7 +440,7 @@ def test_cache_tool_precompute_list_prune(data_root, tmp_path):
                      "--output-dir", str(tmp_path / "run"), "--eval-only",
                      "DATASET.NUM_SHOTS", "2", "FEATURE_CACHE.DIR", cache)
     assert counts(proc.stdout)[1] == 0 and counts(proc.stdout)[0] > 1500
-    dry = _tool("prune", "--dir", cache, "--backbone", "tiny-vit-digits", "--dry-run")
+    dry = _tool("prune", "--dir", cache, "--backbone", name, "--dry-run")
     assert dry.returncode == 0 and "6 store(s)" in dry.stdout and len(_stores(cache)) == 6
     assert _tool("prune", "--dir", cache, "--backbone", "RN50").stdout.startswith("0 store(s)")
     gone = _tool("prune", "--dir", cache, "--older-than", "0")

@@ -106,9 +106,14 @@ def cmd_prune(args):
         raise UserError("say what to prune: --backbone NAME, --older-than DAYS or --all")
     if args.older_than is not None and args.older_than < 0:
         raise UserError(f"--older-than must be >= 0 days, got {args.older_than}")
+    wanted = list(args.backbone or [])
+    if wanted:  # any alias names the canonical backbone the stores record
+        from trainers.backbones import canonical_name, is_backbone
+
+        wanted += [canonical_name(w) for w in wanted if is_backbone(w)]
     cutoff = time.time() - 86400.0 * args.older_than if args.older_than is not None else None
     chosen = [r for r in stores(directory)
-              if (not args.backbone or _matches_backbone(r, args.backbone))
+              if (not wanted or _matches_backbone(r, wanted))
               and (cutoff is None or r["mtime"] < cutoff)]
     from filelock import FileLock
 
