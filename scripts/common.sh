@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Shared by scripts/<method>/*.sh: argument checks, config lookup, the seed
-# loop with skipping of finished runs, and the output layout
+# Shared by scripts/<method>/*.sh: argument checks, config lookup, and the runs
+# through tools/grid.py (seeds at once with WORKERS / GPUS / EXECUTOR=slurm, skipping
+# finished runs, resuming interrupted ones), in the output layout
 #   output/<dataset>/<Trainer>/<config>_<shots>shots/<variant>/seed<S>/
 set -euo pipefail
 
@@ -58,30 +59,45 @@ check_shots() {
     [[ "$1" =~ ^-?[0-9]+$ ]] || die "SHOTS must be a number (1 2 4 8 16, or -1 for all), got '$1'"
 }
 
-# run_seeds TRAINER CONFIG_NAME DATASET SHOTS VARIANT [KEY VALUE ...]
-run_seeds() {
-    local trainer="$1" cfg_name="$2" dataset="$3" shots="$4" variant="$5"
-    shift 5
-    local dcfg tcfg line name bb
-    dcfg="$(dataset_config "$dataset")"
-    line="$(resolve_config "$trainer" "$cfg_name")" || exit 2
-    IFS=$'\t' read -r name tcfg bb <<< "$line"
-    local bb_opts=()
-    [ "$bb" = "-" ] || bb_opts+=(MODEL.BACKBONE.NAME "$bb")
-    if [ -n "${PRETRAINED:-}" ]; then
-        bb_opts+=(MODEL.BACKBONE.PRETRAINED "$PRETRAINED")
-        local canon="${bb#-}"
-        [ -n "$canon" ] || canon="${name%%_*}"
-        name="${canon}@${PRETRAINED}${name#"$canon"}"
-    fi
-    [ -z "${BACKBONE_PATH:-}" ] || bb_opts+=(MODEL.BACKBONE.PATH "$BACKBONE_PATH")
-    for seed in $SEEDS; do
-        local out="output/${dataset}/${trainer}/${name}_${shots}shots/${variant}/seed${seed}"
-        echo "Running $trainer on $dataset, $shots shots, seed $seed -> $out"
-        run_once "$out" --seed "$seed" --trainer "$trainer" \
-            --dataset-config-file "$dcfg" --config-file "$tcfg" DATASET.NUM_SHOTS "$shots" \
-            "${bb_opts[@]}" "$@"
-    done
+# grid_opts: tools/grid.py flags from the environment (shared by every script):
+#   SEEDS, OPTS ("KEY VALUE ..." overrides for every run), TAG (variant folder suffix
+#   for runs with OPTS), WORKERS (K runs at once on CPU), GPUS ("0 1 2": one run at a
+#   time on each), EXECUTOR (local | slurm), SLURM_PARTITION, SLURM_TIME (minutes per
+#   run), SLURM_GPUS_PER_RUN, SLURM_CPUS_PER_RUN, SLURM_MEM_GB, SLURM_EXTRA ("account=x
+#   qos=y": more sbatch options), OUT_ROOT (output), DRY_RUN=1 (print the commands),
+#   PRETRAINED (OpenCLIP tag), BACKBONE_PATH (checkpoint file).
+grid_opts() {
+    GRID_ARGS=(--data "$DATA" --output-root "${OUT_ROOT:-output}" --python "$PYTHON")
+    [ -n "${OPTS:-}" ] && GRID_ARGS+=(--opts "$OPTS")
+    [ -n "${TAG:-}" ] && GRID_ARGS+=(--tag "$TAG")
+    [ -n "${WORKERS:-}" ] && GRID_ARGS+=(--workers "$WORKERS")
+    [ -n "${GPUS:-}" ] && GRID_ARGS+=(--gpus "$(echo "$GPUS" | tr ' ' ',')")
+    [ -n "${EXECUTOR:-}" ] && GRID_ARGS+=(--executor "$EXECUTOR")
+    [ -n "${SLURM_PARTITION:-}" ] && GRID_ARGS+=(--slurm-partition "$SLURM_PARTITION")
+    [ -n "${SLURM_TIME:-}" ] && GRID_ARGS+=(--slurm-time "$SLURM_TIME")
+    [ -n "${SLURM_GPUS_PER_RUN:-}" ] && GRID_ARGS+=(--slurm-gpus "$SLURM_GPUS_PER_RUN")
+    [ -n "${SLURM_CPUS_PER_RUN:-}" ] && GRID_ARGS+=(--slurm-cpus "$SLURM_CPUS_PER_RUN")
+    [ -n "${SLURM_MEM_GB:-}" ] && GRID_ARGS+=(--slurm-mem "$SLURM_MEM_GB")
+    # shellcheck disable=SC2206
+    [ -n "${SLURM_EXTRA:-}" ] && GRID_ARGS+=(--slurm-extra $SLURM_EXTRA)
+    [ -n "${PRETRAINED:-}" ] && GRID_ARGS+=(--pretrained "$PRETRAINED")
+    [ -n "${BACKBONE_PATH:-}" ] && GRID_ARGS+=(--backbone-path "$BACKBONE_PATH")
+    [ -n "${DRY_RUN:-}" ] && GRID_ARGS+=(--dry-run)
+    return 0
+}
+
+# run_grid METHOD VARIANT DATASET SHOTS BACKBONE: the method's runs for seeds $SEEDS
+# through tools/grid.py (the method's config, variant folder and overrides are defined
+# there, in METHODS); finished runs are skipped, interrupted ones resumed; at the end
+# the mean +- std table of the runs.
+run_grid() {
+    local method="$1" variant="$2" dataset="$3" shots="$4" backbone="$5"
+    dataset_config "$dataset" >/dev/null
+    grid_opts
+    # shellcheck disable=SC2086
+    "$PYTHON" "$REPO/tools/grid.py" --methods "$method:$variant" --datasets "$dataset" \
+        --shots "$shots" --backbones "$backbone" --seeds $SEEDS --zs-seeds $SEEDS \
+        "${GRID_ARGS[@]}"
 }
 
 # run_once OUT [train.py ARGS ...]: one train.py run into OUT, skipped when

@@ -1,31 +1,37 @@
 #!/usr/bin/env bash
-# Every method of SoftCPT's comparison on one dataset or suite, then the
-# side-by-side table and the accuracy-vs-shots plot (tools/compare.py).
+# Every method of SoftCPT's comparison on one dataset or suite as one grid
+# (tools/grid.py: run i of N with an ETA, finished runs skipped, interrupted ones
+# resumed), then the side-by-side mean +- std table and the accuracy-vs-shots plot
+# (tools/compare.py).
 # usage: bash scripts/compare_all.sh DATASET "SHOTS_LIST" [BACKBONE]
-#   e.g. SEEDS="1 2" bash scripts/compare_all.sh demo "1 4"
-#   SOFTCPT_VARIANTS (default "NATA") and COOP_MT_MODES (default
-#   "shared task class") choose which variants run.
+#   e.g. SEEDS="1 2" WORKERS=2 bash scripts/compare_all.sh demo "1 4"
+#   SOFTCPT_VARIANTS (default "NATA"), COOP_MT_MODES (default "shared task class") and
+#   METHODS (default "zsclip softcpt coop_mt coop cocoop linear_probe dualviewmi kgcoop")
+#   choose what runs; ZS_SEEDS (1) the zero-shot seeds; WORKERS / GPUS / EXECUTOR / OPTS
+#   as in scripts/common.sh.
 source "$(dirname "$0")/common.sh"
 [ $# -ge 2 ] || die "usage: bash scripts/compare_all.sh DATASET \"SHOTS_LIST\" [BACKBONE]"
 DATASET="$1"; SHOTS_LIST="$2"
 BACKBONE="${3:-$(default_backbone "$DATASET")}"
 for s in $SHOTS_LIST; do check_shots "$s"; done
-HERE="$(dirname "$0")"
+dataset_config "$DATASET" >/dev/null
 
-SEEDS="${ZS_SEEDS:-1}" bash "$HERE/zsclip/main.sh" "$DATASET" 0 "$BACKBONE"
-for shots in $SHOTS_LIST; do
-    for v in ${SOFTCPT_VARIANTS:-NATA}; do
-        bash "$HERE/softcpt/main.sh" "$DATASET" "$shots" "$BACKBONE" "$v"
-    done
-    for m in ${COOP_MT_MODES:-shared task class}; do
-        bash "$HERE/coop_mt/main.sh" "$DATASET" "$shots" "$BACKBONE" "$m"
-    done
-    bash "$HERE/coop/main.sh" "$DATASET" "$shots" "$BACKBONE"
-    bash "$HERE/cocoop/main.sh" "$DATASET" "$shots" "$BACKBONE"
-    bash "$HERE/linear_probe/main.sh" "$DATASET" "$shots" "$BACKBONE"
+METHOD_ARGS=()
+for m in ${METHODS:-zsclip softcpt coop_mt coop cocoop linear_probe dualviewmi kgcoop}; do
+    case "$m" in
+        softcpt) METHOD_ARGS+=("softcpt:$(echo "${SOFTCPT_VARIANTS:-NATA}" | tr ' ' ',')") ;;
+        coop_mt) METHOD_ARGS+=("coop_mt:$(echo "${COOP_MT_MODES:-shared task class}" | tr ' ' ',')") ;;
+        *) METHOD_ARGS+=("$m") ;;
+    esac
 done
+grid_opts
+# shellcheck disable=SC2086
+"$PYTHON" "$REPO/tools/grid.py" --methods "${METHOD_ARGS[@]}" --datasets "$DATASET" \
+    --shots $SHOTS_LIST --backbones "$BACKBONE" --seeds $SEEDS --zs-seeds ${ZS_SEEDS:-1} \
+    --no-table "${GRID_ARGS[@]}" || echo "Some runs failed (listed above); the table shows the others"
+[ -n "${DRY_RUN:-}" ] && exit 0
 CANON="$(canonical_backbone "$BACKBONE")"
 [ -z "${PRETRAINED:-}" ] || CANON="$CANON@$PRETRAINED"
 # shellcheck disable=SC2086
-"$PYTHON" "$REPO/tools/compare.py" --dataset "$DATASET" --backbone "$CANON" --shots $SHOTS_LIST \
-    --plot "output/$DATASET/compare_${CANON}.png"
+"$PYTHON" "$REPO/tools/compare.py" --root "${OUT_ROOT:-output}" --dataset "$DATASET" \
+    --backbone "$CANON" --shots $SHOTS_LIST --plot "${OUT_ROOT:-output}/$DATASET/compare_${CANON}.png"

@@ -156,16 +156,15 @@ def test_coop_script_names_the_context_it_trains(tmp_path, extra, folder, ctx_ar
 
     from tests.conftest import ROOT
 
-    # PYTHON=a logger: record the train.py argv instead of training
-    log = tmp_path / "argv.txt"
-    fake = tmp_path / "fake_python.sh"
-    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > {log}\n')
-    fake.chmod(0o755)
+    # DRY_RUN=1: tools/grid.py prints the train.py command instead of running it
     proc = subprocess.run(["bash", osp.join(ROOT, "scripts/coop/main.sh"), "demo", "4",
                            "tiny_vit", *extra], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHON": str(fake), "SEEDS": "1"})
+                          timeout=120, env={**os.environ, "DRY_RUN": "1", "SEEDS": "1"})
     assert proc.returncode == 0, proc.stderr
-    argv = log.read_text().split("\n")[:-1]
+    import shlex
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("[run] ")]
+    assert len(line) == 1, proc.stdout
+    argv = shlex.split(line[0][len("[run] "):])
     out = argv[argv.index("--output-dir") + 1]
     assert out == f"output/demo/CoOp/tiny_vit_ep10_4shots/{folder}/seed1"
     opts = argv[argv.index("DATASET.NUM_SHOTS"):]

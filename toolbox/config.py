@@ -129,6 +129,7 @@ _C.OPTIM.WARMUP_RECOUNT = True
 ###########################
 _C.TRAIN = CN()
 _C.TRAIN.CHECKPOINT_FREQ = 0  # save every N epochs (0: only at the end)
+_C.TRAIN.CHECKPOINT_KEEP = 0  # keep only the newest N epoch checkpoints (0: keep all)
 _C.TRAIN.PRINT_FREQ = 10  # log every N batches
 _C.TRAIN.COUNT_ITER = "train_x"
 
@@ -168,10 +169,12 @@ def get_cfg_default():
     return _C.clone()
 
 
-# Keys that say where a run reads or writes, or how much it prints, not what it
-# computes: left out of the config digest, so a run is recognised as the same
-# run after its data folder moved, when it is resumed (RESUME) or re-run verbose.
-DIGEST_IGNORED_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE")
+# Keys that say where a run reads or writes, how much it prints or how often it
+# saves, not what it computes: left out of the config digest, so a run is
+# recognised as the same run after its data folder moved, when it is resumed
+# (RESUME), re-run verbose or with other checkpoint settings.
+DIGEST_IGNORED_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE",
+                       "TRAIN.CHECKPOINT_FREQ", "TRAIN.CHECKPOINT_KEEP")
 # The feature cache changes where features come from, not what they are.
 DIGEST_IGNORED_KEYS += ("FEATURE_CACHE.ENABLED", "FEATURE_CACHE.DIR")
 
@@ -185,7 +188,7 @@ def config_digest(cfg):
         node = c
         *parents, leaf = key.split(".")
         for p in parents:
-            node = node[p]
-        if leaf in node:
+            node = node.get(p) if isinstance(node, CN) else None
+        if isinstance(node, CN) and leaf in node:
             node[leaf] = ""
     return hashlib.sha256(c.dump().encode()).hexdigest()[:16]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# CoOp trained jointly on a suite with hard context sharing, seeds $SEEDS.
+# CoOp trained jointly on a suite with hard context sharing, seeds $SEEDS, through
+# tools/grid.py (50 epochs; 10 on the tiny backbones).
 # usage: bash scripts/coop_mt/main.sh DATASET SHOTS [BACKBONE] [MODE]
 #   MODE: shared (CoOp-MT), task (CoOp-CA, default), class (CoOp-CS)
+#   WORKERS / GPUS / EXECUTOR / OPTS as in scripts/common.sh.
 source "$(dirname "$0")/../common.sh"
 [ $# -ge 2 ] || die "usage: bash scripts/coop_mt/main.sh DATASET SHOTS [BACKBONE] [MODE]"
 DATASET="$1"; SHOTS="$2"; check_shots "$SHOTS"
@@ -11,5 +13,4 @@ case "$MODE" in
     shared|task|class) ;;
     *) die "MODE must be shared, task or class, got '$MODE'" ;;
 esac
-case "$BACKBONE" in tiny_*) CFG="${BACKBONE}_ep10" ;; *) CFG="${BACKBONE}_ep50" ;; esac
-run_seeds CoOpMT "$CFG" "$DATASET" "$SHOTS" "$MODE" TRAINER.COOP_MT.MODE "$MODE"
+run_grid coop_mt "$MODE" "$DATASET" "$SHOTS" "$BACKBONE"

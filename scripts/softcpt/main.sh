@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# SoftCPT on a suite (or one dataset), seeds $SEEDS (default 1 2 3).
+# SoftCPT on a suite (or one dataset), seeds $SEEDS (default 1 2 3), through tools/grid.py
+# (the paper's 50 epochs for every shot count; 10 on the tiny demo backbones).
 # usage: bash scripts/softcpt/main.sh DATASET SHOTS [BACKBONE] [VARIANT]
 #   VARIANT: NATA (default) NATS CATA CSTA CATS CSTS
 #   e.g. bash scripts/softcpt/main.sh fewshot44 16 rn50 NATA
+#   GPUS="0 1 2" runs the three seeds at once, one per GPU; WORKERS=2 two at once on CPU;
+#   EXECUTOR=slurm submits them (SLURM_PARTITION etc.); OPTS="KEY VALUE ..." (scripts/common.sh).
 # Class sampling (TRAINER.SOFTCPT.CLS_SAMPLE_RATE): 0.1 for the class-aware
 # variants (CA*, CS*) on general10, as upstream's README runs them; 0 (all
 # classes) otherwise. CLS_SAMPLE_RATE=R changes it; a rate other than this
@@ -16,15 +19,9 @@ case "$VARIANT" in
     NATA|NATS|CATA|CSTA|CATS|CSTS) ;;
     *) die "VARIANT must be one of NATA NATS CATA CSTA CATS CSTS, got '$VARIANT'" ;;
 esac
-# The paper's 50 epochs for every shot count; the tiny demo backbones use 10.
-case "$BACKBONE" in tiny_*) CFG="${BACKBONE}_ep10" ;; *) CFG="${BACKBONE}_ep50" ;; esac
-DEFAULT_RATE=0.0
-case "$VARIANT:$DATASET" in NA*) ;; *:general10) DEFAULT_RATE=0.1 ;; esac
-RATE="${CLS_SAMPLE_RATE:-$DEFAULT_RATE}"
-[[ "$RATE" =~ ^(0*\.[0-9]+|[01](\.0*)?)$ ]] ||
-    die "CLS_SAMPLE_RATE must be a number in [0, 1], got '$RATE'"
-[[ "$RATE" == *.* ]] || RATE="$RATE.0"  # the config key is a float
-FOLDER="$VARIANT"
-[ "$(awk "BEGIN { print ($RATE == $DEFAULT_RATE) }")" = 1 ] || FOLDER="${VARIANT}_csr${RATE}"
-run_seeds SoftCPT "$CFG" "$DATASET" "$SHOTS" "$FOLDER" TRAINER.SOFTCPT.VARIANT "$VARIANT" \
-    TRAINER.SOFTCPT.CLS_SAMPLE_RATE "$RATE"
+if [ -n "${CLS_SAMPLE_RATE:-}" ]; then
+    [[ "$CLS_SAMPLE_RATE" =~ ^(0*\.[0-9]+|[01](\.0*)?)$ ]] ||
+        die "CLS_SAMPLE_RATE must be a number in [0, 1], got '$CLS_SAMPLE_RATE'"
+    VARIANT="${VARIANT}_csr${CLS_SAMPLE_RATE}"  # tools/grid.py: the folder names only a non-default rate
+fi
+run_grid softcpt "$VARIANT" "$DATASET" "$SHOTS" "$BACKBONE"

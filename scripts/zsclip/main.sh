@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Zero-shot CLIP with each task's hand-crafted template(s). Nothing is
-# trained, so results are stored as 0 shots whatever SHOTS says, and one seed
-# is enough (SEEDS defaults to 1 here).
+# Zero-shot CLIP with each task's hand-crafted template(s), through tools/grid.py.
+# Nothing is trained, so results are stored as 0 shots whatever SHOTS says, and one
+# seed is enough (SEEDS defaults to 1 here).
 # usage: bash scripts/zsclip/main.sh DATASET [SHOTS] [BACKBONE] [TEMPLATES]
 #   TEMPLATES: task (default), task_ensemble, single, ensemble
 SEEDS="${SEEDS:-1}"
@@ -12,4 +12,4 @@ BACKBONE="${3:-$(default_backbone "$DATASET")}"
 TEMPLATES="${4:-task}"
 case "$TEMPLATES" in task|task_ensemble|single|ensemble) ;;
     *) die "TEMPLATES must be task, task_ensemble, single or ensemble, got '$TEMPLATES'" ;; esac
-run_seeds ZeroshotCLIP "$BACKBONE" "$DATASET" 0 "$TEMPLATES" TRAINER.ZSCLIP.TEMPLATES "$TEMPLATES"
+run_grid zsclip "$TEMPLATES" "$DATASET" 0 "$BACKBONE"

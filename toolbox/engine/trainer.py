@@ -18,7 +18,8 @@ from ..data import DataManager
 from ..errors import UserError
 from ..evaluation import build_evaluator
 from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
-                     mkdir_if_missing, save_checkpoint, set_rng_state, write_json)
+                     mkdir_if_missing, prune_checkpoints, save_checkpoint, set_rng_state,
+                     write_json)
 
 
 class TrainerBase:
@@ -71,6 +72,10 @@ class TrainerBase:
                 state["training_state"] = extra
             save_checkpoint(state, osp.join(directory, name), is_best=is_best,
                             model_name=model_name)
+        keep = self.cfg.TRAIN.CHECKPOINT_KEEP if hasattr(self, "cfg") else 0
+        if keep > 0 and not model_name:  # after every model is saved (see resume)
+            for name in names:
+                prune_checkpoints(osp.join(directory, name), keep)
 
     def training_state(self):
         """State beyond weights, optimizers, schedulers and RNG that exact

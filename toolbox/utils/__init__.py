@@ -6,7 +6,7 @@ from .tools import (
 from .logger import setup_logger
 from .meters import AverageMeter, MetricMeter
 from .torchtools import (
-    save_checkpoint, load_checkpoint, resume_from_checkpoint,
+    save_checkpoint, load_checkpoint, prune_checkpoints, resume_from_checkpoint,
     load_pretrained_weights, count_num_param,
 )
 from .registry import Registry

@@ -1,5 +1,6 @@
 """Checkpoint io. Checkpoints hold plain state dicts only, so they load with
 ``torch.load(weights_only=True)`` (the default since torch 2.6)."""
+import os
 import os.path as osp
 import shutil
 import warnings
@@ -33,6 +34,18 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
         shutil.copyfile(fpath, tmp)
         shutil.move(tmp, best)
     return fpath
+
+
+def prune_checkpoints(save_dir, keep):
+    """Delete all but the newest ``keep`` epoch checkpoints (model.pth.tar-<epoch>)
+    in ``save_dir``; model-best.pth.tar and the newest are never deleted."""
+    epochs = sorted(int(f.rsplit("-", 1)[1]) for f in os.listdir(save_dir)
+                    if f.startswith("model.pth.tar-") and f.rsplit("-", 1)[1].isdigit())
+    for epoch in epochs[:-max(1, keep)]:
+        try:
+            os.remove(osp.join(save_dir, f"model.pth.tar-{epoch}"))
+        except FileNotFoundError:
+            pass
 
 
 def load_checkpoint(fpath):

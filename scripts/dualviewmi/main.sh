@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# DualViewMI few-shot on one dataset or a suite, seeds $SEEDS (default 1 2 3), through
+# tools/grid.py: configs/trainers/DualViewMI/<backbone>_ep10_batch4.yaml (rn50, vit_b16;
+# tiny_vit_ep10.yaml on the demo).
+# usage: bash scripts/dualviewmi/main.sh DATASET SHOTS [BACKBONE] [INFERENCE]
+#   INFERENCE: soft (default; the soft prompts) or fused (soft + hand-crafted features)
+#   WORKERS / GPUS / EXECUTOR / OPTS as in scripts/common.sh.
+source "$(dirname "$0")/../common.sh"
+[ $# -ge 2 ] || die "usage: bash scripts/dualviewmi/main.sh DATASET SHOTS [BACKBONE] [INFERENCE]"
+DATASET="$1"; SHOTS="$2"; check_shots "$SHOTS"
+BACKBONE="${3:-$(default_backbone "$DATASET")}"
+INFERENCE="${4:-soft}"
+case "$INFERENCE" in soft|fused) ;;
+    *) die "INFERENCE must be soft or fused, got '$INFERENCE'" ;; esac
+run_grid dualviewmi "$INFERENCE" "$DATASET" "$SHOTS" "$BACKBONE"
