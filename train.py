@@ -17,7 +17,7 @@ import datasets  # noqa: F401  (registers the datasets)
 import trainers
 from toolbox.config import get_cfg_default
 from toolbox.data.datasets.check import require_data
-from toolbox.engine import build_trainer
+from toolbox.engine import build_trainer, distributed
 from toolbox.errors import UserError, one_line
 from toolbox.utils import collect_env_info, set_random_seed, setup_logger
 from trainers.backbones import fill_input_defaults
@@ -108,10 +108,14 @@ def setup_cfg(args):
 
 def main(args):
     cfg = setup_cfg(args)
+    # torchrun --nproc_per_node N: join the process group; only rank 0 prints and writes
+    if distributed.init_from_env(cfg.USE_CUDA) > 1 and not distributed.is_main_process():
+        sys.stdout = open(os.devnull, "w")
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    if distributed.is_main_process():
+        setup_logger(cfg.OUTPUT_DIR)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print("** Config **")
@@ -127,6 +131,7 @@ def main(args):
         return
     if not args.no_train:
         trainer.train()
+    distributed.cleanup()
 
 
 def cli(argv=None):

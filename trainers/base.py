@@ -131,6 +131,7 @@ class ClipTrainer(TrainerX):
             self.model_update()
         else:
             self.scaler.scale(loss).backward()
+            self.sync_gradients()  # DDP: same scale on every rank
             for name in self.get_model_names():
                 if self._optims[name] is not None:
                     self.scaler.step(self._optims[name])

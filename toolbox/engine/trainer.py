@@ -17,6 +17,7 @@ from ..config import config_digest
 from ..data import DataManager
 from ..errors import UserError
 from ..evaluation import build_evaluator
+from . import distributed as ddp
 from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
                      mkdir_if_missing, prune_checkpoints, save_checkpoint, set_rng_state,
                      write_json)
@@ -53,6 +54,8 @@ class TrainerBase:
         return names_real
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        if not ddp.is_main_process():
+            return  # DDP: only rank 0 writes (every rank holds the same state)
         names = self.get_model_names()
         rng_state = get_rng_state()
         extra = self.training_state()
@@ -170,6 +173,8 @@ class TrainerBase:
             raise FloatingPointError("Loss is infinite or NaN!")
 
     def init_writer(self, log_dir):
+        if not ddp.is_main_process():
+            return
         if self.__dict__.get("_writer") is None or self._writer is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -236,7 +241,17 @@ class TrainerBase:
         self.detect_anomaly(loss)
         loss.backward()
 
+    def sync_gradients(self, names=None):
+        """DDP: sum the gradients over ranks, weighted by each rank's share of the
+        global batch (toolbox/engine/distributed.py); nothing in one process."""
+        if not ddp.is_distributed():
+            return
+        params = [p for name in self.get_model_names(names) if self._optims[name] is not None
+                  for g in self._optims[name].param_groups for p in g["params"]]
+        ddp.all_reduce_gradients(params, getattr(self, "grad_weight", 1.0))
+
     def model_update(self, names=None):
+        self.sync_gradients(names)
         for name in self.get_model_names(names):
             if self._optims[name] is not None:
                 self._optims[name].step()
@@ -274,7 +289,8 @@ class SimpleTrainer(TrainerBase):
 
     def build_data_loader(self):
         dm = DataManager(self.cfg)
-        self.train_loader_x = dm.train_loader_x
+        # DDP: this rank's share of every global batch, in the single-process order
+        self.train_loader_x = ddp.shard_train_loader(dm.train_loader_x)
         self.train_loader_u = dm.train_loader_u
         self.val_loader = dm.val_loader
         self.test_loader = dm.test_loader
@@ -306,6 +322,7 @@ class SimpleTrainer(TrainerBase):
         if do_test:
             if self.cfg.TEST.FINAL_MODEL == "best_val":
                 print("Deploy the model with the best val performance")
+                ddp.barrier()  # rank 0 has written it
                 self.load_model(self.output_dir)
             else:
                 print("Deploy the last-epoch model")
@@ -346,12 +363,15 @@ class SimpleTrainer(TrainerBase):
         if data_loader is None:
             raise UserError(f"dataset {self.cfg.DATASET.NAME} has no {split} images to evaluate")
         print(f"Evaluate on the *{split}* set")
-        for batch in data_loader:
-            input, label = self.parse_batch_test(batch)[:2]
-            task = batch.get("task")
-            self.current_task = task  # for instance-conditional multi-task models
-            output = self.model_inference(input)
-            self.evaluator.process(output, label, task)
+        if ddp.is_distributed():
+            self._test_sharded(data_loader)
+        else:
+            for batch in data_loader:
+                input, label = self.parse_batch_test(batch)[:2]
+                task = batch.get("task")
+                self.current_task = task  # for instance-conditional multi-task models
+                output = self.model_inference(input)
+                self.evaluator.process(output, label, task)
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
@@ -359,8 +379,26 @@ class SimpleTrainer(TrainerBase):
             self.write_results(results)
         return list(results.values())[0]
 
+    def _test_sharded(self, data_loader):
+        """DDP evaluation: rank r runs batches r, r + N, ...; the outputs of all ranks
+        are gathered and evaluated in the single-process batch order on every rank."""
+        mine = []
+        for index, batch in ddp.shard_eval_batches(data_loader):
+            input, label = self.parse_batch_test(batch)[:2]
+            task = batch.get("task")
+            self.current_task = task
+            output = self.model_inference(input)
+            mine.append((index, output.float().cpu(), label.cpu(),
+                         None if task is None else task.cpu()))
+        everything = sorted((x for part in ddp.gather_objects(mine) for x in part),
+                            key=lambda x: x[0])
+        for _, output, label, task in everything:
+            self.evaluator.process(output, label, task)
+
     def write_results(self, results):
         """Machine-readable results beside log.txt (tables and plots read these)."""
+        if not ddp.is_main_process():
+            return
         cfg = self.cfg
         per_task = [{k: v for k, v in r.items() if k != "per_class"}
                     for r in self.evaluator.per_task]
@@ -405,9 +443,11 @@ class TrainerX(SimpleTrainer):
             raise UserError("no training images (train split is empty); check DATASET.NUM_SHOTS "
                             "and the dataset's split file")
         self.num_batches = len(self.train_loader_x)
+        ddp.broadcast_rng_state()  # DDP: every rank draws rank 0's global batches
         end = time.time()
         for self.batch_idx, batch in enumerate(self.train_loader_x):
             data_time.update(time.time() - end)
+            self.grad_weight = ddp.batch_weight(self.train_loader_x)  # DDP: share of the batch
             loss_summary = self.forward_backward(batch)
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
