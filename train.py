@@ -13,11 +13,14 @@ import warnings
 
 import torch
 
+import yaml
+
 import datasets  # noqa: F401  (registers the datasets)
 import trainers
-from toolbox.config import get_cfg_default
+from toolbox.config import check_cfg_values, get_cfg_default, warn_no_op_keys
 from toolbox.data.datasets.check import require_data
 from toolbox.engine import build_trainer, distributed
+from toolbox.engine.trainer import check_run_folder
 from toolbox.errors import UserError, one_line
 from toolbox.utils import collect_env_info, set_random_seed, setup_logger
 from trainers.backbones import fill_input_defaults
@@ -29,7 +32,8 @@ def get_parser():
     p.add_argument("--output-dir", type=str, default="", help="output directory")
     p.add_argument("--resume", type=str, nargs="?", const="__output_dir__", default="",
                    help="resume from the last checkpoint in this folder (default: --output-dir)")
-    p.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
+    p.add_argument("--seed", type=int, default=None,
+                   help="fixed seed (0 or more); -1 or none: unseeded (as SEED in the config)")
     p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
     p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
     p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
@@ -54,7 +58,7 @@ def reset_cfg(cfg, args):
         cfg.OUTPUT_DIR = args.output_dir
     if args.resume:
         cfg.RESUME = cfg.OUTPUT_DIR if args.resume == "__output_dir__" else args.resume
-    if args.seed:
+    if args.seed is not None:
         cfg.SEED = args.seed
     if args.source_domains:
         cfg.DATASET.SOURCE_DOMAINS = args.source_domains
@@ -87,6 +91,25 @@ def _merge(what, fn):
         raise UserError(f"bad config value in {what}: {one_line(e)}") from None
     except FileNotFoundError as e:
         raise UserError(f"config file not found: {e.filename}") from None
+    except yaml.YAMLError as e:  # malformed YAML: say where
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or one_line(e)
+        raise UserError(f"{what} is not valid YAML ({problem} at{where or ' an unknown place'}); "
+                        "fix that line (indent with spaces, KEY: VALUE)") from None
+
+
+def split_resume(args):
+    """``--resume`` takes an optional folder, so argparse reads the first
+    override key after a bare ``--resume`` as that folder: give it back."""
+    looks_like_key = (args.resume and args.resume != "__output_dir__"
+                      and not os.path.exists(args.resume)
+                      and "." in args.resume and args.resume.split(".")[0].isupper()
+                      and args.resume.replace(".", "").replace("_", "").isalnum())
+    if looks_like_key:
+        args.opts = [args.resume] + list(args.opts or [])
+        args.resume = "__output_dir__"
+    return args
 
 
 def setup_cfg(args):
@@ -102,15 +125,20 @@ def setup_cfg(args):
         opts = opts[1:]
     _merge("the command-line options", lambda: cfg.merge_from_list(opts))
     fill_input_defaults(cfg)  # canonical backbone name; INPUT defaults from the backbone
+    check_cfg_values(cfg)
     cfg.freeze()
     return cfg
 
 
 def main(args):
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(split_resume(args))
     # torchrun --nproc_per_node N: join the process group; only rank 0 prints and writes
     if distributed.init_from_env(cfg.USE_CUDA) > 1 and not distributed.is_main_process():
         sys.stdout = open(os.devnull, "w")
+    if distributed.is_main_process():
+        warn_no_op_keys(cfg)
+    # Before the log file: a refused run writes nothing into the folder.
+    check_run_folder(cfg, eval_only=args.eval_only)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -134,9 +162,14 @@ def main(args):
     distributed.cleanup()
 
 
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
+
+
 def cli(argv=None):
     args = get_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    warnings.formatwarning = _one_line_warning
     try:
         main(args)
     except UserError as e:

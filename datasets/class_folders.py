@@ -13,7 +13,8 @@ import os.path as osp
 import warnings
 
 from toolbox.data.datasets import Datum
-from toolbox.data.datasets.task_dataset import TaskDataset, clean_classname, is_image_file
+from toolbox.data.datasets.task_dataset import (TaskDataset, clean_classname, is_image_file,
+                                                raise_empty_class_folder)
 from toolbox.errors import UserError
 from toolbox.utils import listdir_nohidden
 
@@ -81,8 +82,13 @@ class ClassFolderTask(TaskDataset):
                 raise UserError(f"{self.name()}: class folder not found: {osp.join(folder, raw)} "
                                 f"(see DATASETS.md, section '{self.datasets_md_section}')")
             cdir = osp.join(folder, fname)
-            for imname in sorted(os.listdir(cdir)):
-                if is_image_file(imname):
-                    items.append(Datum(impath=osp.join(cdir, imname), label=label,
-                                       classname=readable))
+            images = [n for n in sorted(os.listdir(cdir)) if is_image_file(n)]
+            if not images:
+                raise_empty_class_folder(cdir)
+            for imname in images:
+                items.append(Datum(impath=osp.join(cdir, imname), label=label,
+                                   classname=readable))
         return items
+
+    def code_classnames(self):
+        return [readable for _, readable in self.class_table]

@@ -16,6 +16,7 @@ from PIL import Image
 from toolbox.data.datasets import DATASET_REGISTRY, Datum
 from toolbox.data.datasets.multitask import MultiTaskDataset
 from toolbox.data.datasets.task_dataset import TaskDataset
+from toolbox.utils import current_umask
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 IMAGE_SIZE = 32
@@ -33,6 +34,7 @@ def ensure_demo_images(dataset_dir):
     os.makedirs(dataset_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".images-", dir=dataset_dir)
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's folder is private (0700)
         for i, (img, y) in enumerate(zip(digits.images, digits.target)):
             cdir = osp.join(tmp, str(int(y)))
             os.makedirs(cdir, exist_ok=True)
@@ -65,6 +67,9 @@ class DemoTask(TaskDataset):
     @staticmethod
     def label_of(digit):
         return digit
+
+    def code_classnames(self):
+        return list(self.class_list)
 
     def read_items(self):
         items = []

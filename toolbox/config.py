@@ -2,19 +2,27 @@
 
 Keys that CoOp-style code reads keep Dassl's names and defaults. Trainer-
 specific groups (TRAINER.COOP, ...) are added by ``trainers.extend_cfg``.
+Keys marked "kept for Dassl compatibility; no effect" are accepted so that Dassl/CoOp config files load
+unchanged; train.py warns once when a config or the command line sets one to
+anything but its default (``NO_EFFECT_KEYS``).
 """
 import hashlib
+import warnings
 
 from yacs.config import CfgNode as CN
 
+from .errors import UserError, check_choice
+
+NO_EFFECT = "kept for Dassl compatibility; no effect"
+
 _C = CN()
 
-_C.VERSION = 1
-_C.OUTPUT_DIR = "./output"  # logs, checkpoints, results.json
+_C.VERSION = 1  # config format version (Dassl's); kept for Dassl compatibility; no effect
+_C.OUTPUT_DIR = "./output"  # logs, checkpoints, results.json (train.py's --output-dir)
 _C.RESUME = ""  # folder to resume from (train.py's --resume)
-_C.SEED = -1  # <0: no fixed seed
-_C.USE_CUDA = True
-_C.VERBOSE = True
+_C.SEED = -1  # fixed seed (0 or more) for python, numpy and torch; <0: no fixed seed
+_C.USE_CUDA = True  # use the GPU when one is available
+_C.VERBOSE = True  # print the dataset summary and the trainer being built
 
 ###########################
 # Input
@@ -23,40 +31,40 @@ _C.INPUT = CN()
 _C.INPUT.SIZE = ()  # () = the backbone's (trainers/backbones.py; Dassl: (224, 224))
 _C.INPUT.INTERPOLATION = ""  # "" = the backbone's (CLIP: bicubic; Dassl: bilinear)
 _C.INPUT.TRANSFORMS = ()  # e.g. ("random_resized_crop", "random_flip", "normalize")
-_C.INPUT.NO_TRANSFORM = False
+_C.INPUT.NO_TRANSFORM = False  # True: no transform at all (images as read)
 _C.INPUT.PIXEL_MEAN = []  # [] = the backbone's (Dassl: ImageNet's [0.485, 0.456, 0.406])
 _C.INPUT.PIXEL_STD = []  # [] = the backbone's (Dassl: [0.229, 0.224, 0.225])
-_C.INPUT.CROP_PADDING = 4
-_C.INPUT.RRCROP_SCALE = (0.08, 1.0)
-_C.INPUT.CUTOUT_N = 1
-_C.INPUT.CUTOUT_LEN = 16
-_C.INPUT.GN_MEAN = 0.0
-_C.INPUT.GN_STD = 0.15
-_C.INPUT.RANDAUGMENT_N = 2
-_C.INPUT.RANDAUGMENT_M = 10
-_C.INPUT.COLORJITTER_B = 0.4
-_C.INPUT.COLORJITTER_C = 0.4
-_C.INPUT.COLORJITTER_S = 0.4
-_C.INPUT.COLORJITTER_H = 0.1
-_C.INPUT.RGS_P = 0.2
-_C.INPUT.GB_P = 0.5
-_C.INPUT.GB_K = 21
+_C.INPUT.CROP_PADDING = 4  # random_crop: padding in pixels
+_C.INPUT.RRCROP_SCALE = (0.08, 1.0)  # random_resized_crop: range of the crop's area share
+_C.INPUT.CUTOUT_N = 1  # cutout: number of holes
+_C.INPUT.CUTOUT_LEN = 16  # cutout: side of a hole in pixels
+_C.INPUT.GN_MEAN = 0.0  # gaussian_noise: mean
+_C.INPUT.GN_STD = 0.15  # gaussian_noise: standard deviation
+_C.INPUT.RANDAUGMENT_N = 2  # RandAugment operations per image; kept for Dassl compatibility; no effect
+_C.INPUT.RANDAUGMENT_M = 10  # RandAugment magnitude; kept for Dassl compatibility; no effect
+_C.INPUT.COLORJITTER_B = 0.4  # colorjitter: brightness
+_C.INPUT.COLORJITTER_C = 0.4  # colorjitter: contrast
+_C.INPUT.COLORJITTER_S = 0.4  # colorjitter: saturation
+_C.INPUT.COLORJITTER_H = 0.1  # colorjitter: hue
+_C.INPUT.RGS_P = 0.2  # random_gray_scale: probability
+_C.INPUT.GB_P = 0.5  # gaussian_blur: probability
+_C.INPUT.GB_K = 21  # gaussian_blur: kernel size
 
 ###########################
 # Dataset
 ###########################
 _C.DATASET = CN()
-_C.DATASET.ROOT = ""  # folder holding all datasets ($DATA)
+_C.DATASET.ROOT = ""  # folder holding all datasets ($DATA, train.py's --root)
 _C.DATASET.NAME = ""  # registered dataset or suite name
-_C.DATASET.SOURCE_DOMAINS = ()
-_C.DATASET.TARGET_DOMAINS = ()
-_C.DATASET.NUM_LABELED = -1
-_C.DATASET.NUM_SHOTS = -1  # K images per class for training; <1: all
-_C.DATASET.VAL_PERCENT = 0.1
-_C.DATASET.STL10_FOLD = -1
-_C.DATASET.CIFAR_C_TYPE = ""
-_C.DATASET.CIFAR_C_LEVEL = 1
-_C.DATASET.ALL_AS_UNLABELED = False
+_C.DATASET.SOURCE_DOMAINS = ()  # domain adaptation/generalisation sources; kept for Dassl compatibility; no effect
+_C.DATASET.TARGET_DOMAINS = ()  # domain adaptation/generalisation targets; kept for Dassl compatibility; no effect
+_C.DATASET.NUM_LABELED = -1  # labelled images (semi-supervised); kept for Dassl compatibility; no effect
+_C.DATASET.NUM_SHOTS = -1  # K images per class for training (val: min(K, 4)); 0 or -1: all
+_C.DATASET.VAL_PERCENT = 0.1  # val share of Dassl's CIFAR/STL splits; kept for Dassl compatibility; no effect
+_C.DATASET.STL10_FOLD = -1  # STL-10 fold; kept for Dassl compatibility; no effect
+_C.DATASET.CIFAR_C_TYPE = ""  # CIFAR-C corruption; kept for Dassl compatibility; no effect
+_C.DATASET.CIFAR_C_LEVEL = 1  # CIFAR-C corruption level; kept for Dassl compatibility; no effect
+_C.DATASET.ALL_AS_UNLABELED = False  # labelled data also as unlabelled; kept for Dassl compatibility; no effect
 _C.DATASET.SUBSAMPLE_CLASSES = "all"  # all | base | new (CoOp's base-to-new)
 _C.DATASET.TASKS = []  # subset of a suite's tasks, by name or 0-based index; [] = all
 
@@ -64,65 +72,68 @@ _C.DATASET.TASKS = []  # subset of a suite's tasks, by name or 0-based index; []
 # Dataloader
 ###########################
 _C.DATALOADER = CN()
-_C.DATALOADER.NUM_WORKERS = 4
-_C.DATALOADER.K_TRANSFORMS = 1
-_C.DATALOADER.RETURN_IMG0 = False
+_C.DATALOADER.NUM_WORKERS = 4  # loader processes (0: load in the main process)
+_C.DATALOADER.K_TRANSFORMS = 1  # augmented views per training image (img, img2, ...)
+_C.DATALOADER.RETURN_IMG0 = False  # also return the un-augmented image as img0
 _C.DATALOADER.TRAIN_X = CN()
-_C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"  # or TaskGroupedBatchSampler
-_C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
-_C.DATALOADER.TRAIN_X.N_DOMAIN = 0
-_C.DATALOADER.TRAIN_X.N_INS = 16
+# RandomSampler | SequentialSampler | TaskGroupedBatchSampler (each batch from one task)
+_C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
+_C.DATALOADER.TRAIN_X.BATCH_SIZE = 32  # training batch size (1 or more)
+_C.DATALOADER.TRAIN_X.N_DOMAIN = 0  # Dassl's RandomDomainSampler; kept for Dassl compatibility; no effect
+_C.DATALOADER.TRAIN_X.N_INS = 16  # Dassl's RandomClassSampler; kept for Dassl compatibility; no effect
+# Unlabelled data of Dassl's semi-supervised and domain-adaptation trainers (none here)
 _C.DATALOADER.TRAIN_U = CN()
-_C.DATALOADER.TRAIN_U.SAME_AS_X = True
-_C.DATALOADER.TRAIN_U.SAMPLER = "RandomSampler"
-_C.DATALOADER.TRAIN_U.BATCH_SIZE = 32
-_C.DATALOADER.TRAIN_U.N_DOMAIN = 0
-_C.DATALOADER.TRAIN_U.N_INS = 16
+_C.DATALOADER.TRAIN_U.SAME_AS_X = True  # kept for Dassl compatibility; no effect
+_C.DATALOADER.TRAIN_U.SAMPLER = "RandomSampler"  # kept for Dassl compatibility; no effect
+_C.DATALOADER.TRAIN_U.BATCH_SIZE = 32  # kept for Dassl compatibility; no effect
+_C.DATALOADER.TRAIN_U.N_DOMAIN = 0  # kept for Dassl compatibility; no effect
+_C.DATALOADER.TRAIN_U.N_INS = 16  # kept for Dassl compatibility; no effect
 _C.DATALOADER.TEST = CN()
-_C.DATALOADER.TEST.SAMPLER = "SequentialSampler"
-_C.DATALOADER.TEST.BATCH_SIZE = 32
+_C.DATALOADER.TEST.SAMPLER = "SequentialSampler"  # val/test order
+_C.DATALOADER.TEST.BATCH_SIZE = 32  # val/test batch size (1 or more)
 
 ###########################
 # Model
 ###########################
 _C.MODEL = CN()
-_C.MODEL.INIT_WEIGHTS = ""
+_C.MODEL.INIT_WEIGHTS = ""  # weights for a Dassl backbone; kept for Dassl compatibility; no effect
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = ""  # registered backbone (python tools/backbones.py): rn50, vit_b16, open_clip:ViT-B-32, tiny_vit, ...
 _C.MODEL.BACKBONE.PRETRAINED = ""  # OpenCLIP weights tag (e.g. laion2b_s34b_b79k)
 _C.MODEL.BACKBONE.PATH = ""  # local weights file; overrides the clip cache / PRETRAINED
+# Dassl's classification head (CLIP trainers classify with text features instead)
 _C.MODEL.HEAD = CN()
-_C.MODEL.HEAD.NAME = ""
-_C.MODEL.HEAD.HIDDEN_LAYERS = ()
-_C.MODEL.HEAD.ACTIVATION = "relu"
-_C.MODEL.HEAD.BN = True
-_C.MODEL.HEAD.DROPOUT = 0.0
+_C.MODEL.HEAD.NAME = ""  # kept for Dassl compatibility; no effect
+_C.MODEL.HEAD.HIDDEN_LAYERS = ()  # kept for Dassl compatibility; no effect
+_C.MODEL.HEAD.ACTIVATION = "relu"  # kept for Dassl compatibility; no effect
+_C.MODEL.HEAD.BN = True  # kept for Dassl compatibility; no effect
+_C.MODEL.HEAD.DROPOUT = 0.0  # kept for Dassl compatibility; no effect
 
 ###########################
 # Optimization
 ###########################
 _C.OPTIM = CN()
-_C.OPTIM.NAME = "adam"  # CoOp configs set sgd
-_C.OPTIM.LR = 0.0003
-_C.OPTIM.WEIGHT_DECAY = 5e-4
-_C.OPTIM.MOMENTUM = 0.9
-_C.OPTIM.SGD_DAMPNING = 0
-_C.OPTIM.SGD_NESTEROV = False
-_C.OPTIM.RMSPROP_ALPHA = 0.99
-_C.OPTIM.ADAM_BETA1 = 0.9
-_C.OPTIM.ADAM_BETA2 = 0.999
-_C.OPTIM.STAGED_LR = False
-_C.OPTIM.NEW_LAYERS = ()
-_C.OPTIM.BASE_LR_MULT = 0.1
+_C.OPTIM.NAME = "adam"  # adam | amsgrad | sgd | rmsprop (CoOp configs set sgd)
+_C.OPTIM.LR = 0.0003  # base learning rate (0 or more)
+_C.OPTIM.WEIGHT_DECAY = 5e-4  # L2 weight decay
+_C.OPTIM.MOMENTUM = 0.9  # sgd and rmsprop momentum
+_C.OPTIM.SGD_DAMPNING = 0  # sgd dampening (Dassl's spelling)
+_C.OPTIM.SGD_NESTEROV = False  # sgd: Nesterov momentum
+_C.OPTIM.RMSPROP_ALPHA = 0.99  # rmsprop smoothing constant
+_C.OPTIM.ADAM_BETA1 = 0.9  # adam/amsgrad beta1
+_C.OPTIM.ADAM_BETA2 = 0.999  # adam/amsgrad beta2
+_C.OPTIM.STAGED_LR = False  # True: NEW_LAYERS at LR, the other layers at LR * BASE_LR_MULT
+_C.OPTIM.NEW_LAYERS = ()  # child-module names trained at the full LR (STAGED_LR)
+_C.OPTIM.BASE_LR_MULT = 0.1  # LR multiplier of the other layers (STAGED_LR)
 _C.OPTIM.LR_SCHEDULER = "single_step"  # single_step | multi_step | cosine
-_C.OPTIM.STEPSIZE = (-1,)
-_C.OPTIM.GAMMA = 0.1
-_C.OPTIM.MAX_EPOCH = 10
-_C.OPTIM.WARMUP_EPOCH = -1  # <=0: no warm-up
+_C.OPTIM.STEPSIZE = (-1,)  # step schedules: epochs at which the LR is multiplied by GAMMA
+_C.OPTIM.GAMMA = 0.1  # step schedules: LR factor
+_C.OPTIM.MAX_EPOCH = 10  # training epochs (0 or more)
+_C.OPTIM.WARMUP_EPOCH = -1  # warm-up epochs before the schedule; <=0: no warm-up
 _C.OPTIM.WARMUP_TYPE = "linear"  # constant | linear
-_C.OPTIM.WARMUP_CONS_LR = 1e-5
-_C.OPTIM.WARMUP_MIN_LR = 1e-5
-_C.OPTIM.WARMUP_RECOUNT = True
+_C.OPTIM.WARMUP_CONS_LR = 1e-5  # constant warm-up: its LR
+_C.OPTIM.WARMUP_MIN_LR = 1e-5  # linear warm-up: the starting LR
+_C.OPTIM.WARMUP_RECOUNT = True  # True: the schedule counts epochs from the end of the warm-up
 
 ###########################
 # Train
@@ -130,19 +141,19 @@ _C.OPTIM.WARMUP_RECOUNT = True
 _C.TRAIN = CN()
 _C.TRAIN.CHECKPOINT_FREQ = 0  # save every N epochs (0: only at the end)
 _C.TRAIN.CHECKPOINT_KEEP = 0  # keep only the newest N epoch checkpoints (0: keep all)
-_C.TRAIN.PRINT_FREQ = 10  # log every N batches
-_C.TRAIN.COUNT_ITER = "train_x"
+_C.TRAIN.PRINT_FREQ = 10  # log every N batches (1 or more)
+_C.TRAIN.COUNT_ITER = "train_x"  # Dassl: the loader that sets the batches per epoch; kept for Dassl compatibility; no effect
 
 ###########################
 # Test
 ###########################
 _C.TEST = CN()
-_C.TEST.EVALUATOR = "Classification"
-_C.TEST.PER_CLASS_RESULT = False
-_C.TEST.COMPUTE_CMAT = False
-_C.TEST.NO_TEST = False
-_C.TEST.SPLIT = "test"  # test | val
-_C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val
+_C.TEST.EVALUATOR = "Classification"  # registered evaluator (per-task classification)
+_C.TEST.PER_CLASS_RESULT = False  # also print each class's accuracy
+_C.TEST.COMPUTE_CMAT = False  # Dassl: save a confusion matrix; kept for Dassl compatibility; no effect
+_C.TEST.NO_TEST = False  # True: no evaluation after training (no results.json)
+_C.TEST.SPLIT = "test"  # test | val: the split tested after training and by --eval-only
+_C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val: the model tested after training
 
 ###########################
 # Feature cache
@@ -162,7 +173,56 @@ _C.FEATURE_CACHE.DIR = ""
 # Trainer
 ###########################
 _C.TRAINER = CN()
-_C.TRAINER.NAME = ""
+_C.TRAINER.NAME = ""  # registered trainer (train.py's --trainer); options in TRAINER.<NAME>
+
+# The keys above marked NO_EFFECT: accepted, never read (a group prefix ends in ".").
+NO_EFFECT_KEYS = (
+    "VERSION", "MODEL.HEAD.", "MODEL.INIT_WEIGHTS",
+    "TEST.COMPUTE_CMAT", "TRAIN.COUNT_ITER", "DATASET.SOURCE_DOMAINS", "DATASET.TARGET_DOMAINS",
+    "DATASET.VAL_PERCENT", "DATASET.NUM_LABELED", "DATASET.STL10_FOLD", "DATASET.CIFAR_C_TYPE",
+    "DATASET.CIFAR_C_LEVEL", "DATASET.ALL_AS_UNLABELED", "INPUT.RANDAUGMENT_N",
+    "INPUT.RANDAUGMENT_M", "DATALOADER.TRAIN_U.", "DATALOADER.TRAIN_X.N_DOMAIN",
+    "DATALOADER.TRAIN_X.N_INS",
+)
+_warned = set()
+
+
+def no_effect_keys_set(cfg):
+    """The NO_EFFECT keys ``cfg`` sets to something other than their default."""
+    default = dict(_leaves(_C))
+    out = []
+    for key, value in _leaves(cfg):
+        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in NO_EFFECT_KEYS):
+            if key in default and _norm(value) != _norm(default[key]):
+                out.append(key)
+    return out
+
+
+def warn_no_op_keys(cfg):
+    """Warn once per process for each NO_EFFECT key the user set."""
+    for key in no_effect_keys_set(cfg):
+        if key not in _warned:
+            _warned.add(key)
+            warnings.warn(f"{key} is {NO_EFFECT} (see toolbox/config.py)", stacklevel=2)
+
+
+def check_cfg_values(cfg):
+    """UserError for values no run can use (checked once, after merging)."""
+    def at_least(key, value, low, what):
+        if value < low:
+            raise UserError(f"{key} must be {what}, got {value}")
+
+    at_least("DATALOADER.TRAIN_X.BATCH_SIZE", cfg.DATALOADER.TRAIN_X.BATCH_SIZE, 1, "1 or more")
+    at_least("DATALOADER.TEST.BATCH_SIZE", cfg.DATALOADER.TEST.BATCH_SIZE, 1, "1 or more")
+    at_least("DATALOADER.NUM_WORKERS", cfg.DATALOADER.NUM_WORKERS, 0, "0 or more")
+    at_least("OPTIM.MAX_EPOCH", cfg.OPTIM.MAX_EPOCH, 0, "0 or more")
+    at_least("OPTIM.LR", cfg.OPTIM.LR, 0, "0 or more")
+    at_least("TRAIN.PRINT_FREQ", cfg.TRAIN.PRINT_FREQ, 1, "1 or more")
+    at_least("DATASET.NUM_SHOTS", cfg.DATASET.NUM_SHOTS, -1,
+             "a number of images per class (1 or more), or 0 / -1 for all images")
+    check_choice("DATASET.SUBSAMPLE_CLASSES", cfg.DATASET.SUBSAMPLE_CLASSES, ("all", "base", "new"))
+    check_choice("TEST.SPLIT", cfg.TEST.SPLIT, ("test", "val"))
+    check_choice("TEST.FINAL_MODEL", cfg.TEST.FINAL_MODEL, ("last_step", "best_val"))
 
 
 def get_cfg_default():
@@ -177,6 +237,8 @@ DIGEST_IGNORED_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE",
                        "TRAIN.CHECKPOINT_FREQ", "TRAIN.CHECKPOINT_KEEP")
 # The feature cache changes where features come from, not what they are.
 DIGEST_IGNORED_KEYS += ("FEATURE_CACHE.ENABLED", "FEATURE_CACHE.DIR")
+# Printing does not change what is computed either.
+DIGEST_IGNORED_KEYS += ("TRAIN.PRINT_FREQ",)
 
 
 def config_digest(cfg):
@@ -192,3 +254,32 @@ def config_digest(cfg):
         if isinstance(node, CN) and leaf in node:
             node[leaf] = ""
     return hashlib.sha256(c.dump().encode()).hexdigest()[:16]
+
+
+def _norm(v):
+    """Tuples and lists compare equal (a YAML dump turns tuples into lists)."""
+    return [_norm(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+def _leaves(node, prefix=""):
+    for k, v in node.items():
+        if isinstance(v, CN):
+            yield from _leaves(v, prefix + k + ".")
+        else:
+            yield prefix + k, v
+
+
+def config_diff(saved, cfg):
+    """[(key, saved value, value in cfg), ...] for the keys (outside
+    DIGEST_IGNORED_KEYS) where ``saved`` (a config dump, e.g. from a
+    checkpoint) and ``cfg`` differ; a key only one side has counts too."""
+    try:
+        other = CN.load_cfg(saved)
+    except Exception:  # an unreadable dump: no details, the digest still differs
+        return []
+    a = {k: _norm(v) for k, v in _leaves(other)}
+    b = {k: _norm(v) for k, v in _leaves(cfg)}
+    keys = [k for k in list(b) + [k for k in a if k not in b] if k not in DIGEST_IGNORED_KEYS]
+    missing = "(unset)"
+    return [(k, a.get(k, missing), b.get(k, missing)) for k in keys
+            if a.get(k, missing) != b.get(k, missing)]

@@ -213,9 +213,12 @@ def load_openai_style(entry, path="", random_weights=False):
         raise _wrong_arch(entry, path, state_dict, cache_file=weights_file_of(entry))
     try:
         return build_model(state_dict)
-    except (KeyError, RuntimeError) as e:
-        raise UserError(f"weights for backbone '{entry.name}' {('from ' + path) if path else ''} do "
-                        f"not form a CLIP model ({type(e).__name__}: {str(e)[:120]})") from None
+    except (KeyError, RuntimeError, ValueError, IndexError, TypeError) as e:
+        detail = " ".join(str(e).split())  # one line: the problem and the fix first
+        raise UserError(f"weights for backbone '{entry.name}'{(' from ' + path) if path else ''} "
+                        "do not form a CLIP model; give a CLIP weights file with "
+                        f"MODEL.BACKBONE.PATH or fix MODEL.BACKBONE.NAME ({type(e).__name__}: "
+                        f"{detail[:300]})") from None
 
 
 def _open_clip_download(entry, tag):
@@ -330,7 +333,16 @@ def load_clip_from_cfg(cfg, device="cpu"):
 
 
 def tokenize(texts, context_length=77):
-    return clip_api.tokenize(texts, context_length=context_length, truncate=True)
+    """Token ids; a text over the context length is a UserError, never cut."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    try:
+        return clip_api.tokenize(texts, context_length=context_length)
+    except RuntimeError:
+        n = {t: len(clip_api._tokenizer.encode(t)) + 2 for t in texts}
+        long = next(t for t in texts if n[t] > context_length)
+        raise UserError(f"prompt '{long}' has {n[long]} tokens, more than the text encoder's "
+                        f"{context_length} (context words 'X' + class name); use a smaller "
+                        "N_CTX or a shorter class name") from None
 
 
 class TextTower:

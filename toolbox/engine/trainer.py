@@ -6,21 +6,125 @@ epochs, logging, TensorBoard, atomic checkpoints with RNG state (so a resumed
 run continues exactly), best-val selection and per-task results.json.
 """
 import datetime
+import glob
+import os
 import os.path as osp
+import tempfile
 import time
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
-from ..config import config_digest
+from ..config import config_diff, config_digest
 from ..data import DataManager
 from ..errors import UserError
 from ..evaluation import build_evaluator
 from . import distributed as ddp
 from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
-                     mkdir_if_missing, prune_checkpoints, save_checkpoint, set_rng_state,
-                     write_json)
+                     mkdir_if_missing, prune_checkpoints, read_json, save_checkpoint,
+                     set_rng_state, write_json)
+
+
+def find_checkpoints(directory):
+    """{model name: checkpoint file} for the ``<directory>/<model>/checkpoint``
+    pointers of a saved run (empty when it holds none)."""
+    out = {}
+    for ptr in sorted(glob.glob(osp.join(glob.escape(directory), "*", "checkpoint"))):
+        try:
+            with open(ptr) as f:
+                fname = f.readline().strip()
+        except OSError:
+            continue
+        if fname:
+            out[osp.basename(osp.dirname(ptr))] = osp.join(osp.dirname(ptr), fname)
+    return out
+
+
+def saved_run(directory):
+    """What ``directory`` holds of a run: dict(what, digest, config) read from
+    its newest checkpoint, else from its results.json; None if neither."""
+    for name, path in find_checkpoints(directory).items():
+        if osp.exists(path):
+            ckpt = load_checkpoint(path)
+            return dict(what=f"checkpoint {name}/{osp.basename(path)}",
+                        digest=ckpt.get("config_digest"), config=ckpt.get("config"))
+    results = osp.join(directory, "results.json")
+    if osp.exists(results):
+        try:
+            digest = read_json(results).get("config_digest")
+        except (OSError, ValueError, AttributeError):
+            digest = None
+        return dict(what="results.json", digest=digest, config=None)
+    return None
+
+
+def _differences(saved, cfg):
+    """'KEY A there, B here; ...' for up to 4 keys where the saved run's
+    config differs from ``cfg``; '' when the saved config is unknown."""
+    diff = config_diff(saved["config"], cfg) if saved.get("config") else []
+    shown = "; ".join(f"{k} {a} there, {b} here" for k, a, b in diff[:4])
+    return shown + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
+
+
+def check_run_folder(cfg, eval_only=False):
+    """Refuse, before anything is written, a run that would mix with another.
+
+    The output folder must be writable and must not hold another config's run
+    (checkpoints or results.json with another config digest): training there
+    would resume that run, or write its results under this config's labels.
+    With RESUME, the folder to resume from must exist, hold checkpoints, and
+    those must have been written with this config (up to the keys that
+    ``config_digest`` leaves out).
+    """
+    out = cfg.OUTPUT_DIR
+    digest = config_digest(cfg)
+    resume = "" if eval_only else cfg.RESUME
+    if resume:
+        if not osp.isdir(resume):
+            raise UserError(f"--resume: folder not found: {resume}; give the output folder of "
+                            "the run to continue, or drop --resume to train from scratch")
+        if not find_checkpoints(resume):
+            raise UserError(f"--resume: no checkpoint in {resume} (no <model>/checkpoint file); "
+                            "drop --resume to train from scratch")
+        saved = saved_run(resume)
+        if saved["digest"] is None:
+            print(f"Note: the checkpoints in {resume} do not record their config; resuming as "
+                  "asked")
+        elif saved["digest"] != digest:
+            diff = _differences(saved, cfg)
+            raise UserError(f"--resume {resume}: its checkpoints were written with another "
+                            f"config{f' ({diff})' if diff else ''}; resume with the config it was "
+                            "trained with, or drop --resume and give a new --output-dir")
+    saved = None if resume and osp.abspath(resume) == osp.abspath(out) else saved_run(out)
+    if saved is not None and saved["digest"] != digest:
+        what = ("a run whose config is not recorded" if saved["digest"] is None
+                else "a run of another config")
+        diff = _differences(saved, cfg)
+        raise UserError(f"output folder {out} holds {what} ({saved['what']}"
+                        f"{': ' + diff if diff else ''}); pass a new --output-dir, or continue that "
+                        f"run with its own config and --resume {out}")
+    try:
+        mkdir_if_missing(out)
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=out)
+        os.close(fd)
+        if osp.exists(probe):  # (another DDP rank may have cleaned it up already)
+            os.remove(probe)
+    except OSError as e:
+        raise UserError(f"cannot write to output folder {out} ({e.strerror or type(e).__name__}); "
+                        "choose a writable --output-dir") from None
+
+
+def remove_temp_files(directory):
+    """Delete ``.tmp-*`` files (atomic writes a crash interrupted) in a run's
+    folder and its model folders."""
+    pattern = osp.join(glob.escape(directory), ".tmp-*")
+    for path in glob.glob(pattern) + glob.glob(osp.join(glob.escape(directory), "*", ".tmp-*")):
+        try:
+            os.remove(path)
+            print(f"Removed {path} (left by an interrupted run)")
+        except OSError:
+            pass
 
 
 class TrainerBase:
@@ -73,6 +177,13 @@ class TrainerBase:
                 state["scheduler"] = sched_dict
             if extra is not None:
                 state["training_state"] = extra
+            scaler = getattr(self, "scaler", None)
+            if scaler is not None:  # fp16 on CUDA: the loss scale is part of the run's state
+                state["scaler"] = scaler.state_dict()
+            cfg = getattr(self, "cfg", None)
+            if cfg is not None:  # what wrote it: checked on --resume and --eval-only
+                state.update(trainer=cfg.TRAINER.NAME, config_digest=config_digest(cfg),
+                             config=cfg.dump())
             save_checkpoint(state, osp.join(directory, name), is_best=is_best,
                             model_name=model_name)
         keep = self.cfg.TRAIN.CHECKPOINT_KEEP if hasattr(self, "cfg") else 0
@@ -111,12 +222,22 @@ class TrainerBase:
         start_epoch = 0
         for name in names:
             fname = files[name]
-            ckpt = load_checkpoint(osp.join(directory, name, fname))
-            self._models[name].load_state_dict(ckpt["state_dict"], strict=False)
-            if self._optims[name] is not None and "optimizer" in ckpt:
-                self._optims[name].load_state_dict(ckpt["optimizer"])
-            if self._scheds[name] is not None and "scheduler" in ckpt:
-                self._scheds[name].load_state_dict(ckpt["scheduler"])
+            path = osp.join(directory, name, fname)
+            ckpt = load_checkpoint(path)
+            self.load_weights(name, ckpt, path)
+            try:
+                if self._optims[name] is not None and "optimizer" in ckpt:
+                    self._optims[name].load_state_dict(ckpt["optimizer"])
+                if self._scheds[name] is not None and "scheduler" in ckpt:
+                    self._scheds[name].load_state_dict(ckpt["scheduler"])
+            except (ValueError, KeyError, RuntimeError, TypeError) as e:
+                raise UserError(f"cannot resume from {path}: its optimizer state does not fit "
+                                f"this run's optimizer ({type(e).__name__}); resume with the "
+                                "config it was trained with, or train into a new --output-dir"
+                                ) from None
+            scaler = getattr(self, "scaler", None)
+            if scaler is not None and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
             start_epoch = ckpt["epoch"]
             if ckpt.get("rng_state") is not None:
                 set_rng_state(ckpt["rng_state"])
@@ -125,6 +246,7 @@ class TrainerBase:
             if ckpt.get("training_state") is not None:
                 self.load_training_state(ckpt["training_state"])
             print(f"Loaded {name} from {fname}, resuming at epoch {start_epoch + 1}")
+        self.model_epoch = start_epoch
         return start_epoch
 
     def load_model(self, directory, epoch=None):
@@ -152,7 +274,43 @@ class TrainerBase:
                                 "--load-epoch")
             ckpt = load_checkpoint(model_path)
             print(f"Loading weights to {name} from {model_path} (epoch = {ckpt['epoch']})")
-            self._models[name].load_state_dict(ckpt["state_dict"], strict=False)
+            self.load_weights(name, ckpt, model_path)
+            self.model_epoch = ckpt["epoch"]
+
+    def load_weights(self, name, ckpt, path):
+        """Load a checkpoint's weights into model ``name``, strictly: a
+        checkpoint of another trainer, or whose keys or shapes differ from the
+        model's, is a UserError naming both sides."""
+        cfg = getattr(self, "cfg", None)
+        mine = cfg.TRAINER.NAME if cfg is not None else type(self).__name__
+        theirs = ckpt.get("trainer")
+        if theirs and theirs != mine:
+            raise UserError(f"{path} was saved by trainer {theirs}, but this run's trainer is "
+                            f"{mine}; load it with --trainer {theirs} and the config it was "
+                            f"trained with, or point --model-dir/--resume at a {mine} run")
+        state = ckpt.get("state_dict")
+        if not isinstance(state, dict):
+            raise UserError(f"{path} holds no state_dict; it is not a checkpoint written by "
+                            "train.py: delete it and retrain")
+        model = self._models[name].state_dict()
+        missing = [k for k in model if k not in state]
+        unexpected = [k for k in state if k not in model]
+        shapes = [f"{k} {tuple(state[k].shape)} in the checkpoint, {tuple(model[k].shape)} in "
+                  f"the model" for k in model
+                  if k in state and hasattr(state[k], "shape") and state[k].shape != model[k].shape]
+        if missing or unexpected or shapes:
+            parts = []
+            if missing:
+                parts.append(f"missing in the checkpoint: {', '.join(missing[:5])}")
+            if unexpected:
+                parts.append(f"not in the model: {', '.join(unexpected[:5])}")
+            if shapes:
+                parts.append("other shapes: " + "; ".join(shapes[:3]))
+            written = f"trainer {theirs}" if theirs else "an unknown trainer"
+            raise UserError(f"checkpoint {path} ({written}) does not fit this {mine} model "
+                            f"'{name}' ({'; '.join(parts)}); load it with the trainer and config "
+                            "it was trained with")
+        self._models[name].load_state_dict(state, strict=True)
 
     def set_model_mode(self, mode="train", names=None):
         for name in self.get_model_names(names):
@@ -273,6 +431,7 @@ class SimpleTrainer(TrainerBase):
         else:
             self.device = torch.device("cpu")
         self.start_epoch = self.epoch = 0
+        self.model_epoch = 0  # training epochs of the weights in the model (results.json)
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
         self.cfg = cfg
@@ -310,6 +469,7 @@ class SimpleTrainer(TrainerBase):
         directory = self.cfg.OUTPUT_DIR
         if self.cfg.RESUME:
             directory = self.cfg.RESUME
+        remove_temp_files(self.output_dir)  # a crashed run's half-written files
         self.start_epoch = self.resume_model_if_exist(directory)
         writer_dir = osp.join(self.output_dir, "tensorboard")
         mkdir_if_missing(writer_dir)
@@ -332,6 +492,7 @@ class SimpleTrainer(TrainerBase):
         self.close_writer()
 
     def after_epoch(self):
+        self.model_epoch = self.epoch + 1
         last_epoch = (self.epoch + 1) == self.max_epoch
         do_test = not self.cfg.TEST.NO_TEST
         meet_checkpoint_freq = ((self.epoch + 1) % self.cfg.TRAIN.CHECKPOINT_FREQ == 0
@@ -406,7 +567,7 @@ class SimpleTrainer(TrainerBase):
             dataset=cfg.DATASET.NAME, trainer=cfg.TRAINER.NAME,
             backbone=cfg.MODEL.BACKBONE.NAME, shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED,
             subsample_classes=cfg.DATASET.SUBSAMPLE_CLASSES, split="test",
-            epoch=self.epoch + 1 if hasattr(self, "epoch") else None,
+            epoch=getattr(self, "model_epoch", None),  # of the weights tested
             overall=results["accuracy"], overall_is="unweighted mean of per-task metrics",
             tasks=per_task,
             per_class={r["task"]: r["per_class"] for r in self.evaluator.per_task},

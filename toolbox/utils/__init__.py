@@ -1,7 +1,7 @@
 from .tools import (
     mkdir_if_missing, read_json, write_json, atomic_write, listdir_nohidden,
     read_image, set_random_seed, collect_env_info, get_rng_state,
-    set_rng_state, check_isfile,
+    set_rng_state, check_isfile, current_umask, remove_stale_temp_files,
 )
 from .logger import setup_logger
 from .meters import AverageMeter, MetricMeter

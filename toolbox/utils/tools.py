@@ -5,6 +5,7 @@ import os.path as osp
 import random
 import sys
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -22,17 +23,29 @@ def check_isfile(fpath):
     return osp.isfile(fpath)
 
 
+def current_umask():
+    """The process umask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(fpath, write_fn, mode="w"):
     """Write a file through a temp file in the same folder, then rename.
 
     Readers never see a half-written file, and a crash leaves the old file
-    (or none) in place. ``write_fn(fileobj)`` does the writing.
+    (or none) in place; the ``.tmp-*`` file such a crash leaves is removed by
+    the next run in that folder. The file gets the permissions of an
+    ordinary ``open()`` (0666 less the umask), not mkstemp's private 0600, so
+    shared caches stay readable for the other users of a data folder.
+    ``write_fn(fileobj)`` does the writing.
     """
     fpath = osp.abspath(fpath)
     mkdir_if_missing(osp.dirname(fpath))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + osp.basename(fpath) + "-",
                                dir=osp.dirname(fpath))
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
             write_fn(f)
             f.flush()
@@ -42,6 +55,24 @@ def atomic_write(fpath, write_fn, mode="w"):
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_stale_temp_files(directory, min_age_s=3600):
+    """Remove ``.tmp-*`` files older than ``min_age_s`` from ``directory``
+    (shared cache folders, where a younger one may be another process's
+    write in progress)."""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(".tmp-")]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        path = osp.join(directory, name)
+        try:
+            if now - os.path.getmtime(path) > min_age_s:
+                os.remove(path)
+        except OSError:
+            pass
 
 
 def read_json(fpath):

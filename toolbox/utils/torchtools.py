@@ -29,10 +29,10 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     atomic_write(fpath, lambda f: torch.save(state, f), mode="wb")
     atomic_write(osp.join(save_dir, "checkpoint"), lambda f: f.write(model_name + "\n"))
     if is_best:
-        best = osp.join(save_dir, "model-best.pth.tar")
-        tmp = best + ".tmp"
-        shutil.copyfile(fpath, tmp)
-        shutil.move(tmp, best)
+        def copy(f):
+            with open(fpath, "rb") as src:
+                shutil.copyfileobj(src, f)
+        atomic_write(osp.join(save_dir, "model-best.pth.tar"), copy, mode="wb")
     return fpath
 
 

@@ -7,8 +7,8 @@ import random
 import warnings
 from collections import defaultdict
 
-from ...errors import UserError
-from ...utils import read_json, write_json
+from ...errors import UserError, check_choice
+from ...utils import read_json, remove_stale_temp_files, write_json
 from ..tasks import TaskInfo
 
 
@@ -194,14 +194,9 @@ class DatasetBase:
         name = self.task_name or type(self).__name__
         fpath = osp.join(cache_dir, f"{name}_shot_{num_shots}-seed_{seed}.json")
         if osp.exists(fpath):
-            try:
-                split = read_json(fpath)
-                if split.get("task") != name:
-                    raise ValueError("cache of another task")
-                return (self._items_from_json(split["train"], image_dir),
-                        self._items_from_json(split["val"], image_dir))
-            except (ValueError, KeyError, TypeError):
-                warnings.warn(f"ignoring damaged few-shot cache {fpath}; drawing again")
+            cached = self._read_fewshot_cache(fpath, name, train, val, image_dir)
+            if cached is not None:
+                return cached
         train = self.generate_fewshot_dataset(
             train, num_shots=num_shots, rng=random.Random(derive_seed(seed, name, "train")))
         val = self.generate_fewshot_dataset(
@@ -210,10 +205,41 @@ class DatasetBase:
                 "train": self._items_to_json(train, image_dir),
                 "val": self._items_to_json(val, image_dir)}
         try:
+            remove_stale_temp_files(cache_dir)
             write_json(data, fpath)
         except OSError as e:  # read-only data folder: work on without a cache
             warnings.warn(f"cannot write few-shot cache {fpath} ({e}); continuing without it")
         return train, val
+
+    def _read_fewshot_cache(self, fpath, name, train, val, image_dir):
+        """(train, val) from a few-shot cache file, or None (with a warning:
+        the caller draws again) when the file is damaged, of the wrong shape,
+        of another task, or holds images that are not in the current split
+        (e.g. after the split file was made again)."""
+        def entries(x):
+            return (isinstance(x, list) and all(
+                isinstance(e, list) and len(e) == 3 and isinstance(e[0], str)
+                and isinstance(e[1], int) and isinstance(e[2], str) for e in x))
+        try:
+            split = read_json(fpath)
+            if not isinstance(split, dict) or not entries(split.get("train")) \
+                    or not entries(split.get("val")):
+                problem = "not a few-shot cache (wrong JSON shape)"
+            elif split.get("task") != name:
+                problem = f"a cache of task {split.get('task')!r}"
+            else:
+                problem = None
+        except (OSError, ValueError) as e:
+            problem = f"unreadable ({type(e).__name__})"
+        if problem is None:
+            out = (self._items_from_json(split["train"], image_dir),
+                   self._items_from_json(split["val"], image_dir))
+            known = {(d.impath, d.label, d.classname) for d in list(train) + list(val)}
+            if all((d.impath, d.label, d.classname) in known for d in out[0] + out[1]):
+                return out
+            problem = "images or class names that are not in the current split"
+        warnings.warn(f"ignoring few-shot cache {fpath}: {problem}; drawing again")
+        return None
 
     # ---- CoOp split files ------------------------------------------------------
 
@@ -239,10 +265,19 @@ class DatasetBase:
             "train": DatasetBase._items_to_json(train, path_prefix),
             "val": DatasetBase._items_to_json(val, path_prefix),
             "test": DatasetBase._items_to_json(test, path_prefix),
+            # label -> class name when the split was made: checked against the
+            # dataset code on every read (CoOp's readers ignore this key)
+            "classnames": DatasetBase.classnames_by_label(train + val + test),
         }
         big = sum(len(v) for v in split.values()) > 20000  # e.g. ImageNet: compact, 3x faster
         write_json(split, filepath, indent=None if big else 4)
         print(f"Saved split to {filepath}")
+
+    @staticmethod
+    def classnames_by_label(items):
+        """[name of label 0, name of label 1, ...] (None for a label without items)."""
+        names = DatasetBase.get_lab2cname(items)[0]
+        return [names.get(i) for i in range(max(names) + 1)] if names else []
 
     @staticmethod
     def read_split(filepath, path_prefix):
@@ -292,7 +327,7 @@ class DatasetBase:
     def subsample_classes(*args, subsample="all"):
         """Keep the base (first ceil(n/2) labels) or new (the rest) classes,
         relabelled from 0, as CoOp does for base-to-new generalization."""
-        assert subsample in ("all", "base", "new"), subsample
+        check_choice("DATASET.SUBSAMPLE_CLASSES", subsample, ("all", "base", "new"))
         if subsample == "all":
             return args
         labels = sorted({item.label for item in args[0]})

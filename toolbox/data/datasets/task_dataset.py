@@ -26,6 +26,12 @@ def clean_classname(name):
     return " ".join(name.replace("_", " ").replace("-", " ").split()).lower()
 
 
+def raise_empty_class_folder(cdir):
+    raise UserError(f"class folder {cdir} holds no images ({', '.join(IMAGE_EXTENSIONS)}); put "
+                    "the class's images there, or delete the folder (and the dataset's split "
+                    "file) if the class does not belong")
+
+
 class TaskDataset(DatasetBase):
     image_dir = ""  # folder under dataset_dir that split paths are relative to
     split_file = ""  # under dataset_dir; default split_<TaskName>.json
@@ -51,6 +57,8 @@ class TaskDataset(DatasetBase):
         else:
             train, val, test = self.read_split(self.split_path, self.image_dir)
         train, val, test = (self.rename_items(x) for x in (train, val, test))
+        if not made:
+            self.check_split_classnames(train + val + test)
         self.check_num_classes(train + val + test)
         if made:
             try:
@@ -115,6 +123,40 @@ class TaskDataset(DatasetBase):
         return [Datum(impath=d.impath, label=d.label, domain=d.domain,
                       classname=mapping[d.classname], task=d.task) for d in items]
 
+    def code_classnames(self):
+        """The class names (by label) the dataset code gives today, or None
+        when only reading all the data would tell. Default: the sorted class
+        folders of ``image_dir`` when the class uses the default
+        ``read_items`` / ``make_split``; subclasses with a class list
+        override it."""
+        cls = type(self)
+        if cls.make_split is not TaskDataset.make_split or \
+                cls.read_items is not TaskDataset.read_items or not osp.isdir(self.image_dir):
+            return None
+        folders = [f for f in listdir_nohidden(self.image_dir, sort=True)
+                   if osp.isdir(osp.join(self.image_dir, f))]
+        return [self.readable(clean_classname(f)) for f in folders]
+
+    def check_split_classnames(self, items):
+        """A split file saved earlier must name the classes as the dataset code
+        does now (it keeps the names it was made with)."""
+        expected = self.code_classnames()
+        if expected is None:
+            return
+        found = self.classnames_by_label(items)
+        if found == list(expected):
+            return
+        diffs = [(i, a, b) for i, (a, b) in enumerate(zip(found, expected)) if a != b]
+        if diffs:
+            i, a, b = diffs[0]
+            detail = (f"{len(diffs)} class name(s) differ, e.g. label {i}: '{a}' in the file, "
+                      f"'{b}' in the code")
+        else:
+            detail = f"{len(found)} classes in the file, {len(expected)} in the code"
+        raise UserError(f"{self.name()}: split file {self.split_path} was made by an older "
+                        f"version of the dataset code ({detail}); delete {self.split_path} "
+                        "(and its few-shot caches are redrawn) to make it again")
+
     def check_num_classes(self, items):
         """Labels must be 0..n-1 with n the published class count."""
         labels = {item.label for item in items}
@@ -155,9 +197,11 @@ class TaskDataset(DatasetBase):
         for label, fname in enumerate(folders):
             cname = name_of(fname)
             cdir = osp.join(folder, fname)
-            for imname in sorted(os.listdir(cdir)):
-                if is_image_file(imname):
-                    items.append(Datum(impath=osp.join(cdir, imname), label=label, classname=cname))
+            images = [n for n in sorted(os.listdir(cdir)) if is_image_file(n)]
+            if not images:
+                raise_empty_class_folder(cdir)
+            for imname in images:
+                items.append(Datum(impath=osp.join(cdir, imname), label=label, classname=cname))
         return items
 
     @staticmethod
