@@ -21,7 +21,7 @@ from toolbox.config import check_cfg_values, get_cfg_default, warn_no_op_keys
 from toolbox.data.datasets.check import require_data
 from toolbox.engine import build_trainer, distributed
 from toolbox.engine.trainer import check_run_folder
-from toolbox.errors import UserError, one_line
+from toolbox.errors import UserError, one_line, yaml_error
 from toolbox.utils import collect_env_info, set_random_seed, setup_logger
 from trainers.backbones import fill_input_defaults
 
@@ -92,11 +92,7 @@ def _merge(what, fn):
     except FileNotFoundError as e:
         raise UserError(f"config file not found: {e.filename}") from None
     except yaml.YAMLError as e:  # malformed YAML: say where
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or one_line(e)
-        raise UserError(f"{what} is not valid YAML ({problem} at{where or ' an unknown place'}); "
-                        "fix that line (indent with spaces, KEY: VALUE)") from None
+        raise yaml_error(what, e) from None
 
 
 def split_resume(args):

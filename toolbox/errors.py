@@ -38,3 +38,16 @@ def check_choice(name, value, choices):
     config key (or option) the user set, e.g. ``TRAINER.COOP_MT.MODE``."""
     if value not in choices:
         raise UserError(f"{name} must be one of {tuple(choices)}, got '{value}'")
+
+
+def yaml_error(what, exc):
+    """A UserError for a YAML syntax error in ``what`` (a file name), naming
+    the line and column the parser stopped at."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "an unknown place"
+    problem = getattr(exc, "problem", None) or one_line(exc)
+    ctx, ctx_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if ctx and ctx_mark:  # e.g. 'while scanning a quoted scalar' that began earlier
+        where += f", {ctx} that starts at line {ctx_mark.line + 1}"
+    return UserError(f"{what} is not valid YAML ({problem} at {where}); fix that line "
+                     "(KEY: VALUE, nested keys indented with spaces)")

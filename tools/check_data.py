@@ -19,11 +19,13 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import yaml  # noqa: E402
+
 import datasets  # noqa: E402,F401  (registers the datasets)
 from tabulate import tabulate  # noqa: E402
 from toolbox.config import get_cfg_default  # noqa: E402
 from toolbox.data.datasets.check import check_data  # noqa: E402
-from toolbox.errors import UserError, one_line  # noqa: E402
+from toolbox.errors import UserError, one_line, yaml_error  # noqa: E402
 
 
 def get_parser():
@@ -46,7 +48,9 @@ def setup_cfg(args):
         cfg.merge_from_list(list(args.opts or []))
     except FileNotFoundError as e:
         raise UserError(f"config file not found: {e.filename}") from None
-    except (KeyError, ValueError, AssertionError) as e:
+    except yaml.YAMLError as e:
+        raise yaml_error(args.dataset_config_file, e) from None
+    except (KeyError, ValueError, AssertionError, TypeError) as e:
         raise UserError(f"bad dataset config {args.dataset_config_file}: {one_line(e)}") from None
     cfg.DATASET.ROOT = args.root
     cfg.DATASET.NUM_SHOTS = 0  # full splits; no few-shot cache is written

@@ -26,7 +26,7 @@ from tabulate import tabulate  # noqa: E402
 from toolbox.errors import UserError, one_line  # noqa: E402
 from toolbox.utils import atomic_write  # noqa: E402
 from tools.results_io import (describe, find_runs, fmt_mean_std, group_runs,  # noqa: E402
-                              summarize)
+                              summarize, write_output)
 
 # The paper's names for the baselines.
 LABELS = {("CoOpMT", "shared"): "CoOp-MT", ("CoOpMT", "task"): "CoOp-CA",
@@ -196,11 +196,12 @@ def main(argv=None):
                             f"{sorted({s for b in methods.values() for s in b})}")
         print(render(all_tables, args.format))
         if args.csv:
-            atomic_write(args.csv, lambda f: f.write(to_csv(all_tables)))
+            write_output(args.csv, lambda: atomic_write(args.csv, lambda f: f.write(
+                to_csv(all_tables))), "--csv")
             print(f"CSV written to {args.csv}")
         if args.plot:
-            plot(methods, args.shots, args.plot,
-                 f"{args.dataset}" + (f" ({args.backbone})" if args.backbone else ""))
+            title = f"{args.dataset}" + (f" ({args.backbone})" if args.backbone else "")
+            write_output(args.plot, lambda: plot(methods, args.shots, args.plot, title), "--plot")
             print(f"Plot written to {args.plot}")
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

@@ -23,7 +23,7 @@ from tabulate import tabulate  # noqa: E402
 
 from toolbox.errors import UserError, one_line  # noqa: E402
 from toolbox.utils import atomic_write, write_json  # noqa: E402
-from tools.results_io import fmt_mean_std, summarize_all  # noqa: E402
+from tools.results_io import fmt_mean_std, summarize_all, write_output  # noqa: E402
 
 COLUMNS = ["experiment", "task", "metric", "mean", "std", "seeds"]
 
@@ -84,10 +84,11 @@ def main(argv=None):
         summaries = summarize_all(args.dir, args.ddof)
         print(render(summaries, args.format))
         if args.csv:
-            atomic_write(args.csv, lambda f: f.write(to_csv(summaries)))
+            write_output(args.csv, lambda: atomic_write(args.csv, lambda f: f.write(
+                to_csv(summaries))), "--csv")
             print(f"CSV written to {args.csv}")
         if args.json:
-            write_json(to_json(summaries), args.json)
+            write_output(args.json, lambda: write_json(to_json(summaries), args.json), "--json")
             print(f"JSON written to {args.json}")
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

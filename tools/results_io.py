@@ -44,10 +44,46 @@ def read_results(path):
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {path} ({type(e).__name__}); delete the run folder and "
                         "run it again") from None
-    if "overall" not in data or "tasks" not in data:
-        raise UserError(f"{path} is not a results.json written by train.py (no 'overall'/"
-                        "'tasks'); delete it and run again")
+    problem = results_shape_problem(data)
+    if problem:
+        raise UserError(f"{path} is not a results.json written by train.py ({problem}); delete "
+                        "it and run again")
     return data
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def results_shape_problem(data):
+    """What is wrong with the shape of a parsed results.json ('' if nothing):
+    an object with a number 'overall' and a list 'tasks' of objects with a
+    string 'task' and 'metric' and a number 'value'."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if "overall" not in data or "tasks" not in data:
+        return "no 'overall'/'tasks'"
+    if not _number(data["overall"]):
+        return "'overall' is not a number"
+    if not isinstance(data["tasks"], list):
+        return "'tasks' is not a list"
+    for t in data["tasks"]:
+        if not (isinstance(t, dict) and isinstance(t.get("task"), str)
+                and isinstance(t.get("metric"), str) and _number(t.get("value"))):
+            return "an entry of 'tasks' is not {task, metric, value}"
+    if "seed" in data and not isinstance(data["seed"], int):
+        return "'seed' is not an integer"
+    return ""
+
+
+def write_output(path, write, what="output"):
+    """Run ``write()`` (which writes ``path``); an OSError is a UserError
+    naming the path."""
+    try:
+        write()
+    except OSError as e:
+        raise UserError(f"cannot write {what} {path} ({e.strerror or type(e).__name__}); choose "
+                        "a writable path") from None
 
 
 def find_runs(root):
