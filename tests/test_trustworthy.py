@@ -10,8 +10,6 @@ import os
 import os.path as osp
 import re
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
@@ -308,21 +306,23 @@ def test_seed_0_is_a_seed_and_no_effect_keys_warn_once(demo_root, tmp_path):
         "(see toolbox/config.py)"]
 
 
-@pytest.mark.parametrize("content", ["[1, 2, 3]", '{"task": "DemoDigit", "train": 5}'])
-def test_damaged_fewshot_cache_warns_and_draws_again(demo_root, tmp_path, content):
-    """One warning line, and the result of a run whose cache was intact."""
+def test_damaged_fewshot_cache_warns_and_draws_again(demo_root, tmp_path):
+    """A cache of the wrong JSON type or shape: one warning line, and the
+    result of the run whose cache was intact."""
     root = copy_demo_images(demo_root, tmp_path)
     run_train(*coop(root, str(tmp_path / "control"), "OPTIM.MAX_EPOCH", "1"))
     cache = osp.join(root, "demo_digits", "split_fewshot", "DemoDigit_shot_1-seed_1.json")
-    with open(cache, "w") as f:
-        f.write(content)
-    proc = run_train(*coop(root, str(tmp_path / "again"), "OPTIM.MAX_EPOCH", "1"))
-    warned = [ln for ln in proc.stderr.splitlines() if "few-shot cache" in ln]
-    assert len(warned) == 1 and warned[0].startswith("warning: ignoring few-shot cache "), warned
-    assert cache in warned[0] and "drawing again" in warned[0]
-    assert results(tmp_path / "again")["overall"] == results(tmp_path / "control")["overall"]
-    with open(cache) as f:
-        assert json.load(f)["task"] == "DemoDigit"  # written again, whole
+    for i, content in enumerate(["[1, 2, 3]", '{"task": "DemoDigit", "train": 5}']):
+        with open(cache, "w") as f:
+            f.write(content)
+        out = tmp_path / f"again{i}"
+        proc = run_train(*coop(root, str(out), "OPTIM.MAX_EPOCH", "1"))
+        warned = [ln for ln in proc.stderr.splitlines() if "few-shot cache" in ln]
+        assert len(warned) == 1 and warned[0].startswith("warning: ignoring few-shot cache ")
+        assert cache in warned[0] and "drawing again" in warned[0]
+        assert results(out)["overall"] == results(tmp_path / "control")["overall"]
+        with open(cache) as f:
+            assert json.load(f)["task"] == "DemoDigit"  # written again, whole
 
 
 def test_fewshot_cache_of_another_split_is_drawn_again(demo_root, tmp_path):
@@ -450,38 +450,49 @@ def test_every_default_key_has_a_comment_and_no_effect_keys_are_marked():
 # --- B: the result tools -------------------------------------------------------------------------
 
 
-def tool(*argv):
-    return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+def tool(capsys, script, *argv):
+    """Run a tool's main() in this process; (exit code, stderr)."""
+    import importlib
+
+    main = importlib.import_module(f"tools.{script}").main
+    try:
+        code = main(list(argv)) or 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
 
 
-def test_tools_one_line_errors(run, tmp_path):
+def test_tools_one_line_errors(run, tmp_path, capsys):
     layout = tmp_path / "output" / "demo" / "CoOp" / "tiny_vit_ep10_1shots" / "v" / "seed1"
     layout.mkdir(parents=True)
     shutil.copy(osp.join(run, "results.json"), layout)
     (tmp_path / "file").write_text("x")
     blocked = str(tmp_path / "file" / "out")
     cases = [
-        (["tools/parse_results.py", str(tmp_path / "output"), "--csv", blocked + ".csv"],
+        (["parse_results", str(tmp_path / "output"), "--csv", blocked + ".csv"],
          ["cannot write --csv", "choose a writable path"]),
-        (["tools/compare.py", "--root", str(tmp_path / "output"), "--dataset", "demo",
+        (["parse_results", str(tmp_path / "output"), "--json", blocked + ".json"],
+         ["cannot write --json"]),
+        (["compare", "--root", str(tmp_path / "output"), "--dataset", "demo",
           "--shots", "1", "--plot", blocked + ".png"], ["cannot write --plot"]),
-        (["tools/compare.py", "--root", str(tmp_path / "output"), "--dataset", "demo",
+        (["compare", "--root", str(tmp_path / "output"), "--dataset", "demo",
           "--shots", "1", "--csv", blocked + ".csv"], ["cannot write --csv"]),
     ]
     bad = tmp_path / "bad" / "demo" / "CoOp" / "tiny_vit_ep10_1shots" / "v" / "seed1"
     bad.mkdir(parents=True)
     (bad / "results.json").write_text('{"tasks": 5, "overall": 1.0}')
     cases += [
-        (["tools/parse_results.py", str(tmp_path / "bad")], ["'tasks' is not a list", "delete"]),
-        (["tools/compare.py", "--root", str(tmp_path / "bad"), "--dataset", "demo", "--shots", "1"],
+        (["parse_results", str(tmp_path / "bad")], ["'tasks' is not a list", "delete"]),
+        (["compare", "--root", str(tmp_path / "bad"), "--dataset", "demo", "--shots", "1"],
          ["is not a results.json written by train.py"]),
     ]
     (tmp_path / "bad.yaml").write_text('DATASET:\n  NAME: "Demo\n')
-    cases.append((["tools/check_data.py", "--root", str(tmp_path),
+    cases.append((["check_data", "--root", str(tmp_path),
                    "--dataset-config-file", str(tmp_path / "bad.yaml")],
                   ["bad.yaml is not valid YAML", "line"]))
     for argv, expected in cases:
-        line = error_line(tool(*argv))
+        code, err = tool(capsys, *argv)
+        lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (argv, code, err)
         for text in expected:
-            assert text in line, (argv, line)
+            assert text in lines[0], (argv, lines[0])
