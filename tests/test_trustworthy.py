@@ -182,8 +182,9 @@ CASES = [
                              None),
      ["--resume: folder not found", "nowhere"]),
     ("resume_without_checkpoint",
-     lambda run, root, tmp: (os.makedirs(tmp / "o") or coop(root, str(tmp / "o"),
-                                                           flags=["--resume"]), None),
+     lambda run, root, tmp: (os.makedirs(tmp / "r") or coop(root, str(tmp / "o"),
+                                                           flags=["--resume", str(tmp / "r")]),
+                             None),
      ["--resume: no checkpoint in", "drop --resume"]),
     # --- A: prompts over 77 tokens, split files of older dataset code ------------------------
     ("prompt_over_77_tokens",
@@ -311,7 +312,12 @@ def test_damaged_fewshot_cache_warns_and_draws_again(demo_root, tmp_path):
     """A cache of the wrong JSON type or shape: one warning line, and the
     result of the run whose cache was intact."""
     root = copy_demo_images(demo_root, tmp_path)
-    run_train(*coop(root, str(tmp_path / "control"), "OPTIM.MAX_EPOCH", "1"))
+    # (a bare --resume of a folder without checkpoints starts from scratch, as
+    # tools/grid.py needs for a run interrupted before its first checkpoint)
+    (tmp_path / "control").mkdir()
+    proc = run_train(*coop(root, str(tmp_path / "control"), "OPTIM.MAX_EPOCH", "1",
+                           flags=["--resume"]))
+    assert "Nothing to resume" in proc.stdout
     cache = osp.join(root, "demo_digits", "split_fewshot", "DemoDigit_shot_1-seed_1.json")
     for i, content in enumerate(["[1, 2, 3]", '{"task": "DemoDigit", "train": 5}']):
         with open(cache, "w") as f:

@@ -75,12 +75,18 @@ def check_run_folder(cfg, eval_only=False):
     would resume that run, or write its results under this config's labels.
     With RESUME, the folder to resume from must exist, hold checkpoints, and
     those must have been written with this config (up to the keys that
-    ``config_digest`` leaves out).
+    ``config_digest`` leaves out); a bare ``--resume`` (the output folder) of
+    a run stopped before its first checkpoint starts from scratch.
     """
     out = cfg.OUTPUT_DIR
     digest = config_digest(cfg)
     resume = "" if eval_only else cfg.RESUME
-    if resume:
+    own = bool(resume) and osp.abspath(resume) == osp.abspath(out)
+    checked = False  # the output folder's checkpoints checked as the folder to resume
+    if resume and own and not find_checkpoints(resume):
+        # a bare --resume of a run stopped before its first checkpoint (tools/grid.py)
+        print(f"Nothing to resume in {out} (no checkpoint yet): training from scratch")
+    elif resume:
         if not osp.isdir(resume):
             raise UserError(f"--resume: folder not found: {resume}; give the output folder of "
                             "the run to continue, or drop --resume to train from scratch")
@@ -96,7 +102,8 @@ def check_run_folder(cfg, eval_only=False):
             raise UserError(f"--resume {resume}: its checkpoints were written with another "
                             f"config{f' ({diff})' if diff else ''}; resume with the config it was "
                             "trained with, or drop --resume and give a new --output-dir")
-    saved = None if resume and osp.abspath(resume) == osp.abspath(out) else saved_run(out)
+        checked = own
+    saved = None if checked else saved_run(out)
     if saved is not None and saved["digest"] != digest:
         what = ("a run whose config is not recorded" if saved["digest"] is None
                 else "a run of another config")
