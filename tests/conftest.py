@@ -61,11 +61,8 @@ def run_train(*argv, check=True, timeout=600, env=None):
     return proc
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
-
-
 def pytest_collection_modifyitems(config, items):
+    """Tests marked cuda (pytest.ini) are skipped where no GPU is present."""
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
