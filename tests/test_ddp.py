@@ -99,3 +99,14 @@ def test_two_process_resume_is_exact(demo_root, tmp_path):
     proc = train(2, work, demo_root, "--resume", work, *argv)
     assert "resuming at epoch 2" in proc.stdout
     assert_same_run(control, work)
+
+
+@pytest.mark.cuda
+def test_two_gpu_nccl_run_equals_one_gpu(demo_root, tmp_path):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA GPUs (NCCL)")
+    one, two = tmp_path / "one", tmp_path / "two"
+    fp32 = ["TRAINER.COOP.PREC", "fp32"]
+    train(1, one, demo_root, *args("CoOp", 2, *fp32))
+    train(2, two, demo_root, *args("CoOp", 2, *fp32))
+    assert_same_run(one, two)

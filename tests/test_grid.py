@@ -144,6 +144,20 @@ def test_interrupted_grid_resumes_to_the_uninterrupted_result(demo_root, tmp_pat
                   if f.startswith("model.pth.tar-")) == ["model.pth.tar-6"]
 
 
+def test_a_failing_run_does_not_stop_the_grid(demo_root, tmp_path):
+    # a CoOp setting that fails when the model is built; the zero-shot run still runs
+    proc = grid("--methods", "coop", "zsclip", "--datasets", "demo", "--shots", "1", "--seeds",
+                "1", "--workers", "2", "--opts", "TRAINER.COOP.CLASS_TOKEN_POSITION", "bogus",
+                cwd=tmp_path, data=demo_root, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 done, 0 skipped, 1 failed" in proc.stdout
+    bad = "output/demo/CoOp/tiny_vit_ep10_1shots/nctx5_cscFalse_ctpend/seed1"
+    assert f"failed: {bad} (exit 2); log: {bad}/grid.log" in proc.stdout
+    with open(tmp_path / bad / "grid.log") as f:
+        assert "error: " in f.read()
+    assert (tmp_path / "output/demo/ZeroshotCLIP/tiny_vit_0shots/task/seed1/results.json").exists()
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--methods", "nosuch", "--datasets", "demo"], "unknown method 'nosuch'"),
     (["--methods", "softcpt:XYZ", "--datasets", "demo"], "unknown variant 'XYZ'"),
