@@ -14,8 +14,9 @@ if ROOT not in sys.path:
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
-# The digits-pretrained tiny CLIP is trained once and cached; keep the tests'
-# copy inside the checkout (git-ignored) instead of the user's clip cache.
+# The digits-pretrained tiny CLIP ships with the code (trainers/weights/); a clip
+# cache is only written without it: keep the tests' one inside the checkout
+# (git-ignored) instead of the user's clip cache.
 os.environ.setdefault("CLIP_CACHE", osp.join(ROOT, ".pytest_cache", "clip"))
 os.environ.setdefault("CLIP_OFFLINE", "1")
 
