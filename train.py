@@ -22,7 +22,7 @@ from toolbox.data.datasets.check import require_data
 from toolbox.engine import build_trainer, distributed
 from toolbox.engine.trainer import check_run_folder
 from toolbox.errors import UserError, one_line, yaml_error
-from toolbox.utils import collect_env_info, set_random_seed, setup_logger
+from toolbox.utils import atomic_write, collect_env_info, set_random_seed, setup_logger
 from trainers.backbones import fill_input_defaults
 
 
@@ -46,6 +46,8 @@ def get_parser():
     p.add_argument("--model-dir", type=str, default="", help="load model from this directory")
     p.add_argument("--load-epoch", type=int, help="load model weights at this epoch")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--verbose", action="store_true",
+                   help="print the full config and system info (always in <output>/config.yaml)")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="modify config options using the command-line (KEY VALUE ...)")
     return p
@@ -126,6 +128,22 @@ def setup_cfg(args):
     return cfg
 
 
+def run_header(cfg, args):
+    """What runs, in two lines (the full config: <output>/config.yaml, --verbose)."""
+    tasks = f" (tasks {', '.join(map(str, cfg.DATASET.TASKS))})" if cfg.DATASET.TASKS else ""
+    what = "evaluate" if args.eval_only else "train"
+    out = cfg.OUTPUT_DIR or "(no output folder)"
+    return (f"** {what} {cfg.TRAINER.NAME} on {cfg.DATASET.NAME}{tasks} | backbone "
+            f"{cfg.MODEL.BACKBONE.NAME} | {cfg.DATASET.NUM_SHOTS} shots | seed {cfg.SEED}\n"
+            f"** output {out}" + ("" if args.eval_only or not cfg.OUTPUT_DIR else
+                                   " (config.yaml, log.txt, results.json)"))
+
+
+def write_config(cfg):
+    """The full config of the run, as YAML train.py can read back (--config-file)."""
+    atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), lambda f: f.write(cfg.dump()))
+
+
 def main(args):
     cfg = setup_cfg(split_resume(args))
     # torchrun --nproc_per_node N: join the process group; only rank 0 prints and writes
@@ -135,17 +153,21 @@ def main(args):
         warn_no_op_keys(cfg)
     # Before the log file: a refused run writes nothing into the folder.
     check_run_folder(cfg, eval_only=args.eval_only)
+    if distributed.is_main_process():
+        setup_logger(cfg.OUTPUT_DIR)
+    print(run_header(cfg, args))
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    if distributed.is_main_process():
-        setup_logger(cfg.OUTPUT_DIR)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
-    print("** Config **")
-    print(cfg)
-    print("** System info **")
-    print(collect_env_info())
+    if cfg.OUTPUT_DIR and not args.eval_only and distributed.is_main_process():
+        write_config(cfg)
+    if args.verbose:
+        print("** Config **")
+        print(cfg)
+        print("** System info **")
+        print(collect_env_info())
 
     require_data(cfg)  # a missing dataset stops here with its path, before any loader is built
     trainer = build_trainer(cfg)

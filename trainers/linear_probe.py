@@ -17,7 +17,7 @@ from toolbox.data.data_manager import build_data_loader
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError
 from toolbox.metrics.per_task import task_metric  # noqa: F401  (also imported from here)
-from toolbox.utils import atomic_write
+from toolbox.utils import atomic_write, progress
 
 from .base import ClipTrainer
 from .feature_cache import accepts_features
@@ -96,7 +96,7 @@ class LinearProbeCLIP(ClipTrainer):
                                    batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
                                    tfm=self.dm.tfm_test, is_train=False)
         feats, labels = [], []
-        for batch in loader:
+        for batch in progress(loader, "image features"):
             feats.append(self.encode_image(batch["img"].to(self.device)).cpu())
             labels.append(batch["label"])
         return torch.cat(feats).numpy().astype(np.float64), torch.cat(labels).numpy()

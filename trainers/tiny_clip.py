@@ -107,15 +107,16 @@ def pretrain_on_digits(model, steps=PRETRAIN_STEPS, batch_size=128, lr=3e-4, pro
     """Contrastive image-caption training (CLIP's symmetric loss). At lr 1e-3
     tiny-vit stayed at chance from three of four inits; 3e-4 left none there."""
     from clip import clip as clip_api
-    from tqdm import tqdm
+
+    from toolbox.utils.progress import progress as progress_bar
 
     images, labels = digits_tensor(model.visual.input_resolution)
     texts = clip_api.tokenize([f"a photo of the digit {w}." for w in DIGIT_WORDS])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(TINY_SEED)
     model.train()
-    bar = tqdm(range(steps), desc="pre-training on digits", unit="step", disable=not progress,
-               mininterval=1.0)
+    bar = progress_bar(range(steps), "pre-training on digits", unit="step",
+                       disable=not progress, leave=True)
     for _ in bar:
         idx = torch.randint(len(images), (batch_size,), generator=g)
         img_f = F.normalize(model.encode_image(images[idx]), dim=-1)

@@ -22,8 +22,8 @@ from ..errors import UserError
 from ..evaluation import build_evaluator
 from . import distributed as ddp
 from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
-                     mkdir_if_missing, prune_checkpoints, read_json, save_checkpoint,
-                     set_rng_state, write_json)
+                     mkdir_if_missing, progress, prune_checkpoints, read_json,
+                     save_checkpoint, set_rng_state, write_json)
 
 
 def find_checkpoints(directory):
@@ -534,7 +534,7 @@ class SimpleTrainer(TrainerBase):
         if ddp.is_distributed():
             self._test_sharded(data_loader)
         else:
-            for batch in data_loader:
+            for batch in progress(data_loader, f"evaluate {split}"):
                 input, label = self.parse_batch_test(batch)[:2]
                 task = batch.get("task")
                 self.current_task = task  # for instance-conditional multi-task models

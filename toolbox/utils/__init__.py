@@ -4,6 +4,7 @@ from .tools import (
     set_rng_state, check_isfile, current_umask, remove_stale_temp_files,
 )
 from .logger import setup_logger
+from .progress import progress
 from .meters import AverageMeter, MetricMeter
 from .torchtools import (
     save_checkpoint, load_checkpoint, prune_checkpoints, resume_from_checkpoint,

@@ -11,7 +11,7 @@ class Logger:
     def __init__(self, fpath):
         self.console = sys.stdout
         mkdir_if_missing(osp.dirname(fpath))
-        self.file = open(fpath, "a")
+        self.file = open(fpath, "a", buffering=1)  # line-buffered: tail -f shows each line
 
     def write(self, msg):
         self.console.write(msg)
