@@ -38,12 +38,18 @@ def test_empty_root_names_all_44_tasks_with_paths_and_exits_nonzero(tmp_path):
     lines = proc.stdout.splitlines()
     for name in ALL44:
         cls = DATASET_REGISTRY.get(name)
-        expected = cls.expected_paths(str(root))[0]
         section = cls.datasets_md_section
         assert any(ln.split()[:2] == [name, "missing"] for ln in lines), name
-        assert f"{name}: dataset folder not found: {expected} (see DATASETS.md, section " \
-               f"'{section}')" in lines, name
-    assert "0 of 44 task(s) ready; 44 missing or broken" in proc.stdout
+        for expected in cls.expected_paths(str(root)):  # every missing path, not the first
+            what = "file" if osp.splitext(expected)[1] else "folder"
+            assert sum(f": {what} not found: {expected} (see DATASETS.md, section '{section}'"
+                       in ln for ln in lines) == 1, (name, expected)
+    # Fashion-20's shared folder and task file: one line each, not 20
+    shared = [ln for ln in lines if "fashion20" in ln and "not found" in ln]
+    assert len(shared) == 2 and all(ln.strip().startswith("20 tasks (") for ln in shared)
+    # a split source names the split file that makes it unnecessary
+    assert any("variants.txt" in ln and "not needed with the split file" in ln for ln in lines)
+    assert lines[-1] == "0 of 44 tasks ready; 44 missing or broken (see DATASETS.md)"
     assert os.listdir(root) == []  # nothing written for missing datasets
 
 
@@ -58,9 +64,55 @@ def test_found_tasks_report_split_sizes_and_classes(tmp_path):
     # own split folders: 3/1/2 per class; else 6 per class split 50/20/30 -> 3/1/2
     assert rows["FruitVegetable"] == ["found", "108", "36", "72", "36"]
     assert rows["PlantVillage"] == ["found", "117", "39", "78", "39"]
-    assert "6 of 6 task(s) ready" in out
-    # no few-shot cache is drawn by the check
+    assert out.splitlines()[-1] == "6 of 6 tasks ready"
+    # no few-shot cache is drawn and no split file written by the check; the split
+    # files a first run would build are listed as optional
     assert not osp.exists(osp.join(root, "kaggle_flower", "split_fewshot"))
+    split = osp.join(root, "kaggle_flower", "split_KaggleFlower.json")
+    assert not osp.exists(split)
+    assert f"  KaggleFlower: {split}" in out.splitlines()
+    assert "Optional (" in out and "--write-splits" in out
+    code, out = run_tool("--root", root, "--dataset-config-file",
+                         osp.join(ROOT, "configs/datasets/plant6.yaml"), "--write-splits")
+    assert code == 0 and osp.exists(split)
+
+
+def test_verify_images_finds_a_corrupt_image(tmp_path):
+    root = str(tmp_path)
+    write_plant6(root, n=2)
+    cfg = ["--root", root, "--dataset-config-file", osp.join(ROOT, "configs/datasets/plant6.yaml")]
+    task = ["DATASET.TASKS", "['KaggleFlower']"]
+    code, out = run_tool(*cfg, "--verify-images", *task)
+    assert code == 0, out
+    folder = osp.join(root, "kaggle_flower", "flowers")
+    cls_dir = osp.join(folder, sorted(os.listdir(folder))[0])
+    bad = osp.join(cls_dir, sorted(os.listdir(cls_dir))[0])
+    with open(bad, "r+b") as f:  # keep the header, cut the pixels
+        f.truncate(40)
+    code, out = run_tool(*cfg, *task)  # paths and counts only: the image is not opened
+    assert code == 0, out
+    code, out = run_tool(*cfg, "--verify-images", *task)
+    assert code == 1
+    assert f"KaggleFlower: 1 unreadable image(s): {bad} (" in out
+    assert out.splitlines()[-1].startswith("0 of 1 tasks ready")
+
+
+def test_backbone_weights_of_the_trainer_config(tmp_path, monkeypatch):
+    root = str(tmp_path / "data")
+    write_plant6(root, n=2)
+    monkeypatch.setenv("CLIP_CACHE", str(tmp_path / "cache"))
+    base = ["--root", root, "--dataset-config-file",
+            osp.join(ROOT, "configs/datasets/plant6.yaml"), "--paths-only"]
+    code, out = run_tool(*base, "--config-file",
+                         osp.join(ROOT, "configs/trainers/SoftCPT/rn50_ep50.yaml"))
+    assert code == 1
+    want = osp.join(str(tmp_path / "cache"), "RN50.pt")
+    assert f"backbone rn50: weights file not found: {want}" in out
+    code, out = run_tool(*base, "--config-file",
+                         osp.join(ROOT, "configs/trainers/CoOp/tiny_vit_ep10.yaml"))
+    assert code == 0 and "backbone tiny_vit: weights found at " in out, out
+    code, out = run_tool(*base, "--backbone", "no-such-net")
+    assert code == 1 and "backbone no-such-net: unknown backbone" in out, out
 
 
 def test_subset_and_broken_task_file(tmp_path):
@@ -71,7 +123,7 @@ def test_subset_and_broken_task_file(tmp_path):
                          "DATASET.TASKS", "['FashionHatStyle', 0]")
     assert code == 1
     assert "FashionHatStyle" in out and "Caltech101" in out and "DTD" not in out
-    assert "1 of 2 task(s) ready" in out
+    assert "1 of 2 tasks ready" in out
     with open(osp.join(root, "fashion20", "task_info.csv"), "w") as f:
         f.write("hat_style\tcap\n")
     code, out = run_tool("--root", root, "--dataset-config-file",

@@ -1,7 +1,7 @@
 """Is the data a config needs on disk? One check for tools/check_data.py and train.py.
 
-Only looks at paths (``expected_paths`` of each task), so it is instant and
-writes nothing: a missing dataset is reported with the exact path it needs
+Only looks at paths (``expected_paths`` of each task, and the split file a
+first run would build), so it is instant and writes nothing: a missing dataset is reported with the exact path it needs
 and the DATASETS.md section that explains the layout.
 """
 import os.path as osp
@@ -19,6 +19,9 @@ class TaskCheck:
     section: str
     missing: list = field(default_factory=list)  # expected paths not on disk
     error: str = ""  # a UserError met while listing the paths (e.g. a malformed task file)
+    optional: list = field(default_factory=list)  # absent files a first run builds (split file)
+    split_file: str = ""  # the split file that, when present, replaces the split sources
+    split_sources: list = field(default_factory=list)  # paths only needed without it
 
     @property
     def ok(self):
@@ -53,6 +56,12 @@ def check_task(cls, root):
         result.error = str(e)
         return result
     result.missing = [p for p in paths if not osp.exists(p)]
+    split = cls.split_path_in(root) if hasattr(cls, "split_path_in") else ""
+    if split and not osp.exists(split):
+        result.optional = [split]
+        result.split_file = split
+        ddir = osp.join(root, getattr(cls, "dataset_dir", ""))
+        result.split_sources = [osp.join(ddir, p) for p in getattr(cls, "split_sources", ())]
     return result
 
 

@@ -41,6 +41,7 @@ class TaskDataset(DatasetBase):
     num_classes_expected = None  # published class count; a mismatch is a UserError
     test_only = False  # evaluation-only set (e.g. ImageNet-V2): no train/val, no few-shot
     val_is_test = False  # val is the test split (CoOp's ImageNet)
+    save_made_splits = True  # False: a split made here is not saved (tools/check_data.py)
 
     def __init__(self, cfg):
         cls = type(self)
@@ -60,7 +61,7 @@ class TaskDataset(DatasetBase):
         if not made:
             self.check_split_classnames(train + val + test)
         self.check_num_classes(train + val + test)
-        if made:
+        if made and TaskDataset.save_made_splits:
             try:
                 self.save_split(train, val, test, self.split_path, self.image_dir)
             except OSError as e:  # read-only data folder: work on without a cache
