@@ -16,6 +16,7 @@ from tools.results_io import describe, find_runs, group_runs, mean_std, summariz
 
 TASKS = [("DemoDigit", "accuracy"), ("DemoParity", "accuracy"),
          ("DemoMagnitude", "mean_per_class")]
+N_CLASSES = [10, 2, 2]
 
 
 def write_run(root, trainer, setting, variant, seed, values):
@@ -25,7 +26,9 @@ def write_run(root, trainer, setting, variant, seed, values):
              for (t, m), v in zip(TASKS, values)]
     out = {"dataset": "Demo", "trainer": trainer, "backbone": "tiny-vit-digits",
            "shots": int(setting.rsplit("_", 1)[1][:-5]), "seed": seed,
-           "overall": sum(values) / len(values), "tasks": tasks}
+           "overall": sum(values) / len(values), "tasks": tasks,
+           "per_class": {t: {f"c{i}": 50.0 for i in range(n)}
+                         for (t, _), n in zip(TASKS, N_CLASSES)}}
     write_json(out, osp.join(root, "demo", trainer, setting, variant, f"seed{seed}",
                              "results.json"))
 
@@ -110,6 +113,61 @@ def test_compare_tables_and_plot(results_tree, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "## 4 shots" in proc.stdout and "SoftCPT-NATA" in proc.stdout
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_labels_chance_seeds_and_missing_shots(results_tree, tmp_path):
+    write_run(results_tree, "CoOp", "tiny_vit_ep10_4shots", "nctx5_cscFalse_ctpend", 1,
+              [70.0, 60.0, 50.0])
+    methods = collect(results_tree, "demo", "tiny_vit")
+    assert "CoOp" in methods  # not CoOp/nctx5_cscFalse_ctpend
+    assert methods.chance == pytest.approx(100 * (1 / 10 + 1 / 2 + 1 / 2) / 3)
+    assert methods["SoftCPT-NATA"].seeds == [1, 2]
+    write_run(results_tree, "CoOp", "tiny_vit_ep10_4shots", "nctx16_cscTrue_ctpfront", 1,
+              [70.0, 60.0, 50.0])
+    labels = set(collect(results_tree, "demo", "tiny_vit"))
+    assert {"CoOp (5 ctx)", "CoOp (16 ctx, CSC, front)"} <= labels
+
+    png = tmp_path / "plot.png"
+    proc = run_tool("tools/compare.py", "--root", results_tree, "--dataset", "demo",
+                    "--shots", "1", "2", "4", "--backbone", "tiny_vit", "--plot", png)
+    assert proc.returncode == 0, proc.stderr
+    # a requested shot count without runs: a warning on stderr and in the table
+    assert "warning: no runs at 2 shots" in proc.stderr
+    assert "## 2 shots\nwarning: no runs at 2 shots" in proc.stdout
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_style_families_markers_headline_chance(results_tree, tmp_path, monkeypatch):
+    """What the plot draws, read back from matplotlib's artists."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tools import compare
+
+    write_run(results_tree, "SoftCPT", "tiny_vit_ep10_4shots", "CATA", 1, [80.0, 60.0, 70.0])
+    write_run(results_tree, "CoOpMT", "tiny_vit_ep10_4shots", "shared", 1, [70.0, 50.0, 60.0])
+    methods = collect(results_tree, "demo", "tiny_vit")
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)  # keep the figure to inspect it
+    compare.plot(methods, [1, 4], str(tmp_path / "p.png"), "demo (tiny_vit)")
+    ax = figs[0].axes[0]
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar: its data line
+    assert "seeds" in ax.get_title()  # 1-2 seeds: per method in the legend instead
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:2] == ["SoftCPT-NATA (1-2 seeds)", "SoftCPT-CATA (1 seed)"]  # headline first
+    assert legend[-1].startswith("chance (")
+    soft, cata = lines["SoftCPT-NATA (1-2 seeds)"], lines["SoftCPT-CATA (1 seed)"]
+    ca, mt = lines["CoOp-CA (2 seeds)"], lines["CoOp-MT (1 seed)"]
+    assert soft.get_color() == cata.get_color() != ca.get_color() == mt.get_color()
+    assert soft.get_marker() != cata.get_marker() and ca.get_marker() != mt.get_marker()
+    assert soft.get_linewidth() > max(ln.get_linewidth() for ln in (cata, ca, mt))
+    chance = [ln for ln in ax.get_lines() if ln.get_label().startswith("chance")]
+    assert len(chance) == 1 and chance[0].get_linestyle() == "--"
+    assert chance[0].get_ydata()[0] == pytest.approx(methods.chance)
+    palette = {c.lower() for c in compare.OKABE_ITO.values()}
+    assert all(matplotlib.colors.to_hex(ln.get_color()) in palette for ln in lines.values())
 
 
 def test_compare_unknown_dataset_is_one_line_error(results_tree):

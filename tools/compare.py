@@ -13,6 +13,7 @@ a dashed line in the plot.
 import argparse
 import csv
 import io
+import re
 import os.path as osp
 import sys
 from collections import OrderedDict
@@ -31,7 +32,9 @@ from tools.results_io import (describe, find_runs, fmt_mean_std, group_runs,  # 
 # The paper's names for the baselines.
 LABELS = {("CoOpMT", "shared"): "CoOp-MT", ("CoOpMT", "task"): "CoOp-CA",
           ("CoOpMT", "class"): "CoOp-CS", ("ZeroshotCLIP", "task"): "ZS-CLIP",
-          ("LinearProbeCLIP", "logreg"): "LP-CLIP", ("CoCoOp", "nctx4_ctxv1"): "CoCoOp"}
+          ("LinearProbeCLIP", "logreg"): "LP-CLIP", ("CoCoOp", "nctx4_ctxv1"): "CoCoOp",
+          ("DualViewMI", "soft"): "DualViewMI", ("KgCoOp", "w8"): "KgCoOp"}
+COOP_VARIANT = re.compile(r"nctx(\d+)_csc(True|False)_ctp(end|middle|front)")
 
 
 def method_label(trainer, variant):
@@ -39,7 +42,30 @@ def method_label(trainer, variant):
         return LABELS[(trainer, variant)]
     if trainer == "SoftCPT":
         return f"SoftCPT-{variant}"
-    return f"{trainer}/{variant}"
+    if trainer == "CoOp" and COOP_VARIANT.fullmatch(variant):
+        return "CoOp"  # its context settings only where two CoOp variants meet (short_labels)
+    short = {"ZeroshotCLIP": "ZS-CLIP", "LinearProbeCLIP": "LP-CLIP"}.get(trainer, trainer)
+    return f"{short} ({variant})"
+
+
+def coop_detail(variant):
+    """'nctx16_cscTrue_ctpfront' -> '16 ctx, CSC, front'."""
+    nctx, csc, ctp = COOP_VARIANT.fullmatch(variant).groups()
+    return ", ".join([f"{nctx} ctx"] + ["CSC"] * (csc == "True") + [ctp] * (ctp != "end"))
+
+
+# One colour per method family (Okabe-Ito, safe for colour-blind readers), one
+# marker per variant in a family; the headline method is drawn boldest.
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9",
+             "bluish green": "#009E73", "yellow": "#F0E442", "blue": "#0072B2",
+             "vermillion": "#D55E00", "reddish purple": "#CC79A7", "grey": "#999999"}
+FAMILY_COLOURS = {"SoftCPT": "vermillion", "CoOp": "blue", "CoOpMT": "blue",
+                  "CoCoOp": "sky blue", "LinearProbeCLIP": "bluish green",
+                  "ZeroshotCLIP": "black", "DualViewMI": "reddish purple", "KgCoOp": "orange"}
+FAMILY_ORDER = ["SoftCPT", "DualViewMI", "KgCoOp", "CoOp", "CoOpMT", "CoCoOp",
+                "LinearProbeCLIP", "ZeroshotCLIP"]
+HEADLINE = "SoftCPT-NATA"
+MARKERS = "osD^vPXh<>p*"
 
 
 def uses_backbone(config, backbone):
@@ -60,30 +86,84 @@ def canonical_backbone(name):
     return canonical_name(base) + at + tag
 
 
+def chance_level(runs):
+    """Mean over tasks of 1 / number of classes (%), from a run's per-class results."""
+    for r in runs:
+        per_class = r.data.get("per_class") or {}
+        counts = [len(per_class[t]) for t in r.task_values() if per_class.get(t)]
+        if counts and len(counts) == len(r.task_values()):
+            return 100.0 * sum(1.0 / n for n in counts) / len(counts)
+    return None
+
+
+class Methods(OrderedDict):
+    """{label: Method}; ``chance``: the dataset's chance level (%), None if unknown."""
+    chance = None
+
+
+class Method(OrderedDict):
+    """{shots: Summary} of one method, with its trainer, variant and short label."""
+
+    def __init__(self, trainer, variant, label):
+        super().__init__()
+        self.trainer, self.variant, self.label = trainer, variant, label
+
+    @property
+    def seeds(self):
+        return sorted({s.overall["n"] for s in self.values()})
+
+
+def short_labels(found):
+    """Labels for (trainer, variant, config) keys: the short label, plus CoOp's context
+    settings where CoOp variants meet and the config where one method ran under several."""
+    coop = {v for (_, v, _), m in found.items() if m.label == "CoOp"}
+    configs = {}
+    for (t, v, config), m in found.items():
+        configs.setdefault(m.label, set()).add(config)
+    labels = {}
+    for key, m in found.items():
+        name = m.label
+        if m.label == "CoOp" and len(coop) > 1:
+            name = f"CoOp ({coop_detail(m.variant)})"
+        if len(configs[m.label]) > 1:  # e.g. CoOp ep50 and ep200
+            name = f"{name} [{key[2]}]"
+        labels[key] = name
+    return labels
+
+
 def collect(root, dataset, backbone=None, ddof=0):
-    """{method: {shots: Summary}} for the dataset's experiments on ``backbone``."""
+    """{method: Method} for the dataset's experiments on ``backbone``."""
     folder = osp.join(root, dataset)
     if not osp.isdir(folder):
         raise UserError(f"no results for dataset '{dataset}' under {root} ({folder} does not "
                         "exist); run scripts/compare_all.sh first")
     found = OrderedDict()
-    configs = {}
+    chance = None
     for exp, runs in group_runs(find_runs(folder)).items():
         info = describe(osp.join(dataset, exp))
         if info["trainer"] is None or not uses_backbone(info["config"], backbone):
             continue
-        label = method_label(info["trainer"], info["variant"])
-        configs.setdefault(label, set()).add(info["config"])
-        found.setdefault((label, info["config"]), {})[info["shots"]] = summarize(exp, runs, ddof)
-    methods = OrderedDict()
-    for (label, config), by_shots in sorted(found.items()):
-        # the same method under several configs (e.g. CoOp ep50 and ep200): name the config
-        name = label if len(configs[label]) == 1 else f"{label} [{config}]"
-        methods[name] = by_shots
+        key = (info["trainer"], info["variant"], info["config"])
+        if key not in found:
+            found[key] = Method(info["trainer"], info["variant"],
+                                method_label(info["trainer"], info["variant"]))
+        found[key][info["shots"]] = summarize(exp, runs, ddof)
+        chance = chance if chance is not None else chance_level(runs)
+    labels = short_labels(found)
+    methods = Methods()
+    for key in sorted(found, key=lambda k: labels[k]):
+        methods[labels[key]] = found[key]
+        found[key].label = labels[key]
     if not methods:
         raise UserError(f"no runs of backbone '{backbone}' under {folder}; check --backbone "
                         "(a backbone name: rn50, vit_b16, tiny_vit, open_clip:ViT-B-32, ...)")
+    methods.chance = chance
     return methods
+
+
+def missing_shots(methods, shots_list):
+    """Requested shot counts no trained method has runs for."""
+    return [s for s in shots_list if not any(s in b for b in methods.values() if set(b) != {0})]
 
 
 def at_shots(by_shots, shots):
@@ -96,13 +176,16 @@ def at_shots(by_shots, shots):
 
 
 def tables(methods, shots_list):
-    """{shots: (headers, rows)}: rows = tasks then overall, columns = methods."""
+    """{shots: (headers, rows)}: rows = tasks then overall, columns = methods. A
+    requested shot count without runs of a trained method gets (None, message)."""
     out = OrderedDict()
+    absent = missing_shots(methods, shots_list)
     for shots in shots_list:
+        if shots in absent:
+            out[shots] = (None, no_runs_message(shots))
+            continue
         present = [(m, at_shots(b, shots)) for m, b in methods.items()]
         present = [(m, s) for m, s in present if s is not None]
-        if not present:
-            continue
         task_names = []
         for _, s in present:
             task_names += [t for t in s.tasks if t not in task_names]
@@ -118,10 +201,18 @@ def tables(methods, shots_list):
     return out
 
 
+def no_runs_message(shots):
+    return (f"warning: no runs at {shots} shots (requested with --shots); run them, or leave "
+            f"{shots} out")
+
+
 def render(all_tables, tablefmt="github"):
-    return "\n\n".join(f"## {shots} shots\n" + tabulate(rows, headers=headers, tablefmt=tablefmt,
-                                                        disable_numparse=True)
-                       for shots, (headers, rows) in all_tables.items())
+    parts = []
+    for shots, (headers, rows) in all_tables.items():
+        body = rows if headers is None else tabulate(rows, headers=headers, tablefmt=tablefmt,
+                                                     disable_numparse=True)
+        parts.append(f"## {shots} shots\n{body}")
+    return "\n\n".join(parts)
 
 
 def to_csv(all_tables):
@@ -129,42 +220,75 @@ def to_csv(all_tables):
     writer = csv.writer(buf)
     writer.writerow(["shots", "task", "method", "mean ± std"])
     for shots, (headers, rows) in all_tables.items():
+        if headers is None:
+            writer.writerow([shots, "", "", "no runs"])
+            continue
         for row in rows:
             for method, cell in zip(headers[1:], row[1:]):
                 writer.writerow([shots, row[0], method, cell])
     return buf.getvalue()
 
 
+def seeds_text(methods):
+    """'3 seeds' when every point averages the same number of seeds, else None."""
+    counts = {n for m in methods.values() for n in m.seeds}
+    if len(counts) == 1:
+        n = counts.pop()
+        return f"{n} seed{'s' * (n != 1)}"
+    return None
+
+
 def plot(methods, shots_list, path, title=""):
-    """Overall accuracy (mean ± std over seeds) against shots, one line per method."""
+    """Overall accuracy (mean ± std over seeds) against shots, one line per method:
+    a colour per method family, a marker per variant, the headline method boldest,
+    zero-shot and chance as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    # tab20 colours and a cycle of markers: a dozen methods stay distinguishable
-    colors = plt.get_cmap("tab20").colors
-    markers = "osD^vP*Xh<>p"
-    for i, (name, by_shots) in enumerate(methods.items()):
-        if set(by_shots) == {0}:
-            ax.axhline(by_shots[0].overall["mean"], linestyle="--", color="gray", label=name)
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    order = sorted(methods.items(), key=lambda kv: (
+        FAMILY_ORDER.index(kv[1].trainer) if kv[1].trainer in FAMILY_ORDER else 99,
+        kv[0] != HEADLINE, kv[0]))
+    variant_index = {}
+    headline = HEADLINE if HEADLINE in methods else next(
+        (n for n, m in order if m.trainer == "SoftCPT"), None)
+    same_seeds = seeds_text(methods)
+    handles = []
+    for name, m in order:
+        colour = OKABE_ITO[FAMILY_COLOURS.get(m.trainer, "grey")]
+        family = "CoOp" if m.trainer == "CoOpMT" else m.trainer
+        i = variant_index[family] = variant_index.get(family, -1) + 1
+        n = "-".join(map(str, m.seeds))
+        label = name if same_seeds else f"{name} ({n} seed{'s' * (n != '1')})"
+        if set(m) == {0}:
+            handles.append(ax.axhline(m[0].overall["mean"], linestyle="-.", color=colour,
+                                      linewidth=1.4, label=label))
             continue
-        xs = [s for s in shots_list if s in by_shots]
+        xs = [s for s in shots_list if s in m]
         if not xs:
             continue
-        ys = [by_shots[s].overall["mean"] for s in xs]
-        es = [by_shots[s].overall["std"] for s in xs]
-        ax.errorbar(xs, ys, yerr=es, marker=markers[i % len(markers)], capsize=3,
-                    color=colors[i % len(colors)], label=name)
+        bold = name == headline
+        handles.append(ax.errorbar(xs, [m[s].overall["mean"] for s in xs],
+                    yerr=[m[s].overall["std"] for s in xs], marker=MARKERS[i % len(MARKERS)],
+                    color=colour, capsize=3, linewidth=3.0 if bold else 1.4,
+                    markersize=8 if bold else 5.5, zorder=10 if bold else 3,
+                    alpha=1.0 if bold else 0.85, label=label))
+    if methods.chance is not None:
+        handles.append(ax.axhline(methods.chance, linestyle="--", color=OKABE_ITO["grey"],
+                                  linewidth=1.2, label=f"chance ({methods.chance:.1f}%)"))
+    absent = missing_shots(methods, shots_list)
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots_list)
-    ax.set_xticklabels([str(s) for s in shots_list])
+    ax.set_xticklabels([str(s) + (" (no runs)" if s in absent else "") for s in shots_list])
     ax.set_xlabel("shots per class")
     ax.set_ylabel("overall accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(title + (f": mean ± std over {same_seeds}" if same_seeds
+                          else ": mean ± std over seeds"))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes
+    ax.legend(handles=handles, fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))  # beside the axes, in family order
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), mode="wb")
     plt.close(fig)
@@ -191,7 +315,9 @@ def main(argv=None):
         args.backbone = canonical_backbone(args.backbone)
         methods = collect(args.root, args.dataset, args.backbone)
         all_tables = tables(methods, args.shots)
-        if not all_tables:
+        for shots in missing_shots(methods, args.shots):
+            print(no_runs_message(shots), file=sys.stderr)
+        if all(headers is None for headers, _ in all_tables.values()):
             raise UserError(f"no results for shots {args.shots} of {args.dataset}; found "
                             f"{sorted({s for b in methods.values() for s in b})}")
         print(render(all_tables, args.format))
