@@ -78,3 +78,47 @@ def test_new_dataset_trains_coop_one_epoch(tmp_path):
         split = json.load(f)
     assert sorted({c for _, _, c in split["train"]}) == ["circle", "square", "triangle"]
     assert all(not osp.isabs(p) for p, _, _ in split["test"])
+
+
+def readme_block(start):
+    """The README code block whose first line is ``start``."""
+    with open(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "README.md")) as f:
+        text = f.read()
+    i = text.index(start)
+    return text[i:text.index("```", i)]
+
+
+def test_readme_multitask_example_trains_two_tasks(tmp_path):
+    """'Adding a dataset': the multi-task example, run exactly as the README shows it."""
+    names = ("ToyShape", "ToyColour", "ToyAttrs")
+    if not all(n in DATASET_REGISTRY.registered_names() for n in names):
+        exec(compile(readme_block("# datasets/toy_attrs.py"), "README.md", "exec"), {})
+    root = tmp_path / "data"
+    write_shapes(str(root / "toy_attrs" / "shape"), per_class=10)
+    rng = np.random.default_rng(1)
+    for colour, rgb in (("red", (220, 30, 30)), ("green", (30, 200, 30))):
+        for j in range(10):
+            im = Image.new("RGB", (32, 32), tuple(int(v) for v in rng.integers(0, 60, 3)))
+            ImageDraw.Draw(im).ellipse([4, 4, 28, 28], fill=rgb)
+            path = root / "toy_attrs" / "colour" / colour / f"{j:02d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            im.save(path)
+    config = tmp_path / "toy_attrs.yaml"
+    config.write_text(readme_block("# configs/datasets/toy_attrs.yaml"))
+    out = tmp_path / "out"
+    cfg = make_cfg(root, str(config), "configs/trainers/CoOp/tiny_vit_ep10.yaml",
+                   ["--trainer", "CoOp", "--seed", "1", "--output-dir", str(out),
+                    "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0",
+                    "VERBOSE", "False"])
+    assert cfg.DATASET.SUITE is True
+    assert [c.ok for c in check_data(cfg)] == [True, True]
+    trainer = build_trainer(cfg)
+    tasks = trainer.dm.dataset.tasks
+    assert [t.name for t in tasks] == ["ToyShape", "ToyColour"]
+    assert tasks[1].offset == 3 and tasks[1].classnames == ["green", "red"]
+    trainer.train()
+    with open(out / "results.json") as f:
+        results = json.load(f)
+    assert [(t["task"], t["metric"]) for t in results["tasks"]] == [
+        ("ToyShape", "accuracy"), ("ToyColour", "mean_per_class")]
+    assert osp.isfile(root / "toy_attrs" / "split_ToyColour.json")

@@ -67,6 +67,10 @@ _C.DATASET.CIFAR_C_LEVEL = 1  # CIFAR-C corruption level; kept for Dassl compati
 _C.DATASET.ALL_AS_UNLABELED = False  # labelled data also as unlabelled; kept for Dassl compatibility; no effect
 _C.DATASET.SUBSAMPLE_CLASSES = "all"  # all | base | new (CoOp's base-to-new)
 _C.DATASET.TASKS = []  # subset of a suite's tasks, by name or 0-based index; [] = all
+# True in a suite's dataset config (several tasks trained jointly). It changes no
+# computation; the method scripts read it to pick a schedule (CoOp: 50 epochs on a
+# suite, as SoftCPT's paper runs its baselines, instead of 50/100/200 by shots).
+_C.DATASET.SUITE = False
 
 ###########################
 # Dataloader
@@ -235,6 +239,8 @@ def get_cfg_default():
 # (RESUME), re-run verbose or with other checkpoint settings.
 DIGEST_IGNORED_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE",
                        "TRAIN.CHECKPOINT_FREQ", "TRAIN.CHECKPOINT_KEEP")
+# DATASET.SUITE only tells scripts which schedule to pick.
+DIGEST_IGNORED_KEYS += ("DATASET.SUITE",)
 # The feature cache changes where features come from, not what they are.
 DIGEST_IGNORED_KEYS += ("FEATURE_CACHE.ENABLED", "FEATURE_CACHE.DIR")
 # Printing does not change what is computed either.

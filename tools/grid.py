@@ -83,7 +83,7 @@ def is_suite(dataset):
         text = f.read()
     if text.startswith("# suite"):
         return True
-    return re.search(r"^\s*SUITE:\s*(True|true|1)\s*$", text, re.M) is not None
+    return re.search(r"^\s*SUITE:\s*(True|true|1)\s*(#.*)?$", text, re.M) is not None
 
 
 def _config_ctx_init(trainer, cfg_name):
