@@ -69,11 +69,10 @@ def _merge(cfg, what, fn):
 
 
 def setup_cfg(args):
-    cfg = get_cfg_default()
-    if args.config_file or args.backbone:
-        import trainers
+    import trainers  # its config groups: dataset configs may set trainer keys (the demo's)
 
-        trainers.extend_cfg(cfg)
+    cfg = get_cfg_default()
+    trainers.extend_cfg(cfg)
     _merge(cfg, args.dataset_config_file, lambda: cfg.merge_from_file(args.dataset_config_file))
     if args.config_file:
         _merge(cfg, args.config_file, lambda: cfg.merge_from_file(args.config_file))

@@ -86,13 +86,22 @@ def is_suite(dataset):
     return re.search(r"^\s*SUITE:\s*(True|true|1)\s*(#.*)?$", text, re.M) is not None
 
 
-def _config_ctx_init(trainer, cfg_name):
+def _config_ctx_init(trainer, cfg_name, dataset=None):
+    """CTX_INIT of a trainer config, else of the dataset config (the demo's digit words)."""
     path = osp.join(CONFIGS, "trainers", trainer, cfg_name + ".yaml")
-    if not osp.isfile(path):
-        return ""
-    with open(path) as f:
-        m = re.search(r'^\s*CTX_INIT:\s*"(.*)"', f.read(), re.M)
-    return m.group(1) if m else ""
+    if osp.isfile(path):
+        with open(path) as f:
+            m = re.search(r'^\s*CTX_INIT:\s*"(.*)"', f.read(), re.M)
+        if m:
+            return m.group(1)
+    path = osp.join(CONFIGS, "datasets", f"{dataset}.yaml")
+    if dataset and osp.isfile(path):
+        import yaml
+
+        with open(path) as f:
+            group = ((yaml.safe_load(f) or {}).get("TRAINER") or {}).get(trainer.upper()) or {}
+        return str(group.get("CTX_INIT", "") or "")
+    return ""
 
 
 @dataclass
@@ -157,7 +166,7 @@ class CoOp(Method):
             cfg = f"{backbone}_ep200"
         # A config's CTX_INIT fixes the context (its words) unless N_CTX is given,
         # which then wins with a random init; the variant folder says which it was.
-        ctx_init = _config_ctx_init("CoOp", cfg)
+        ctx_init = _config_ctx_init("CoOp", cfg, dataset)
         if nctx is not None or not ctx_init:
             nctx = nctx or "16"
             opts = ["TRAINER.COOP.N_CTX", nctx, "TRAINER.COOP.CTX_INIT", ""]
