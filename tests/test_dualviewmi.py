@@ -321,7 +321,7 @@ def test_each_option_learns_against_a_control(demo_root, tmp_path, estimator, au
         return trainer, epoch_losses(trainer, 5)
 
     _, control = run("0.0")
-    trainer, losses = run("0.003")
+    trainer, losses = run("0.001")
     assert losses[-1] < control[-1], (losses, control)
     if aug != "none":
         # run_epoch alone (no before/after_epoch): the count covers all 5 epochs

@@ -59,7 +59,9 @@ def encoder(trainer, items, tfm, progress=False):
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(positions), unit="img", desc="Encoding images", file=sys.stdout)
+            # on stderr, like every progress bar: log.txt (stdout) stays readable
+            bar = tqdm(total=len(positions), unit="img", desc="Encoding images", file=sys.stderr,
+                       mininterval=1.0)
         start = 0
         try:
             for batch in loader:

@@ -89,7 +89,7 @@ class LinearProbeCLIP(ClipTrainer):
     def features(self, items, split):
         """Frozen features (test-time transform) and labels of ``items`` (of
         ``split``), from the feature cache where there is one."""
-        cached = self.cached_features(items, split)
+        cached = self.cached_features(items, split, progress=True)
         if cached is not None:
             return cached.astype(np.float64), np.array([it.label for it in items], dtype=np.int64)
         loader = build_data_loader(self.cfg, "SequentialSampler", data_source=items,
