@@ -250,6 +250,17 @@ def _open_clip_download(entry, tag):
         socket.setdefaulttimeout(old)
 
 
+def _is_torchscript(path):
+    """Whether ``path`` is a TorchScript archive (a zip holding constants.pkl)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 @contextlib.contextmanager
 def _quiet_logging():
     import logging
@@ -279,13 +290,20 @@ def load_open_clip(entry, pretrained="", path="", random_weights=False):
     else:
         file = _open_clip_download(entry, pretrained)
         quick_gelu = bool(open_clip.get_pretrained_cfg(entry.arch, pretrained).get("quick_gelu"))
+    # OpenAI's own files (the clip cache, or the 'openai' tags' URL downloads) are
+    # TorchScript archives, which torch.load(weights_only=True) refuses; their models
+    # all use QuickGELU.
+    scripted = _is_torchscript(file)
     with _quiet_logging():  # open_clip logs "initialized randomly" before the weights load
-        model = open_clip.create_model(entry.arch, force_quick_gelu=quick_gelu, **kwargs)
+        model = open_clip.create_model(entry.arch, force_quick_gelu=quick_gelu or scripted,
+                                       **kwargs)
     try:
-        open_clip.load_checkpoint(model, file, strict=True)
+        with warnings.catch_warnings():  # torch.load's "dispatching to torch.jit.load"
+            warnings.simplefilter("ignore")
+            open_clip.load_checkpoint(model, file, strict=True, weights_only=not scripted)
     except (RuntimeError, KeyError, ValueError) as e:
         try:
-            sd = open_clip.factory.load_state_dict(file)
+            sd = _read_weights(file) if scripted else open_clip.factory.load_state_dict(file)
         except Exception:
             raise UserError(f"cannot read OpenCLIP checkpoint {file} ({type(e).__name__}); the "
                             "file is damaged or not a checkpoint") from None
