@@ -269,6 +269,8 @@ def fill_input_defaults(cfg):
     unset (SIZE, PIXEL_MEAN, PIXEL_STD, INTERPOLATION) from the backbone; with no
     backbone, Dassl's defaults. Call on an unfrozen config after all merges."""
     name = cfg.MODEL.BACKBONE.NAME
+    if not name and cfg.MODEL.BACKBONE.PATH:
+        raise _no_name(cfg.MODEL.BACKBONE.PATH)
     if name:
         cfg.MODEL.BACKBONE.NAME = canonical_name(name)
         tag = str(cfg.MODEL.BACKBONE.PRETRAINED or "")
@@ -390,11 +392,24 @@ def open_clip_text_problem(arch):
     return None
 
 
+def open_clip_tags(name):
+    """The OpenCLIP weights tags of backbone ``name``, comma-separated ('' if none)."""
+    return ", ".join(_open_clip().list_pretrained_tags_by_model(get_backbone(name).arch))
+
+
 def check_backbone_choice(name, pretrained="", path=""):
     """Refuse, before anything is built or written, a backbone the prompt code
     cannot use or an OpenCLIP model without a weights choice."""
     entry = get_backbone(name)
     if entry.family != "open_clip":
+        if pretrained and pretrained != RANDOM:
+            twin = OPEN_CLIP_PREFIX + entry.arch.replace("/", "-").replace("@336px", "-336")
+            instead = f"use {twin} for OpenCLIP's weights of it" if entry.family == "openai" and \
+                _lookup(twin, rescan=True) else "tags only apply to open_clip:<arch> backbones"
+            source = "the clip cache" if entry.family == "openai" else "trainers/tiny_clip.py"
+            raise UserError(f"MODEL.BACKBONE.PRETRAINED '{pretrained}' is an OpenCLIP weights tag, "
+                            f"but backbone {entry.name} takes its weights from {source} or "
+                            f"MODEL.BACKBONE.PATH: drop MODEL.BACKBONE.PRETRAINED ({instead})")
         return
     problem = open_clip_text_problem(entry.arch)
     if problem:
@@ -405,9 +420,8 @@ def check_backbone_choice(name, pretrained="", path=""):
     if path or pretrained == RANDOM:
         return
     if not pretrained:
-        tags = _open_clip().list_pretrained_tags_by_model(entry.arch)
         raise UserError(f"backbone {entry.name} needs MODEL.BACKBONE.PRETRAINED <tag> (its tags: "
-                        f"{', '.join(tags) if tags else 'none'}; or 'random') or "
+                        f"{open_clip_tags(entry.name) or 'none'}; or 'random') or "
                         "MODEL.BACKBONE.PATH <checkpoint>")
     _open_clip_tag_cfg(entry.arch, pretrained)  # an unknown tag: one line with the known ones
 
@@ -415,16 +429,55 @@ def check_backbone_choice(name, pretrained="", path=""):
 # ---- the factory --------------------------------------------------------------------
 
 
-def create_backbone(name, pretrained="", path="", device="cpu", random_weights=False):
-    """(model, preprocess) for backbone ``name`` (any alias): a frozen fp32
-    model in eval mode, and {size, mean, std, interpolation}.
+def _no_name(path=""):
+    if not path:
+        return UserError("no backbone: set MODEL.BACKBONE.NAME (python tools/backbones.py lists "
+                         "the names)")
+    from . import clip_model
 
-    ``path``: a local checkpoint (any family); ``pretrained``: an OpenCLIP tag,
-    or ``"random"`` (any family) for the architecture with seeded random weights,
-    as ``random_weights`` (benchmarks, tests).
+    sd = clip_model._read_weights(clip_model._check_path(path))
+    return UserError(f"MODEL.BACKBONE.PATH {path} is set but MODEL.BACKBONE.NAME is empty: set it "
+                     f"to the checkpoint's architecture (it holds {clip_model.describe_checkpoint(sd)})")
+
+
+def backbone_of_checkpoint(path):
+    """The registered backbone whose architecture the checkpoint ``path`` holds
+    (OpenAI layout, as OpenAI's files and OpenCLIP's plain CLIPs). OpenAI's own
+    files (TorchScript) are OpenAI CLIPs; a plain state dict must match one family
+    (e.g. tiny_vit / tiny_vit_random): the same shapes as an OpenAI and an OpenCLIP
+    entry leave the activation (QuickGELU or GELU) open, so that is a UserError."""
+    from . import clip_model
+
+    file = clip_model._check_path(path)
+    sd = clip_model._read_weights(file)
+    names = clip_model.matching_backbones(sd)
+    if names and clip_model._is_torchscript(file):
+        names = [n for n in names if get_backbone(n).family != "open_clip"] or names
+    if not names or len({get_backbone(n).family for n in names}) > 1:
+        raise UserError(f"checkpoint {path} holds {clip_model.describe_checkpoint(sd)}; give its "
+                        "backbone name with it (MODEL.BACKBONE.NAME + MODEL.BACKBONE.PATH, or "
+                        "create_backbone(name, path=...))")
+    return names[0]
+
+
+def create_backbone(name, pretrained="", path="", device="cpu", random_weights=False):
+    """(model, preprocess) for backbone ``name`` (any alias) or a checkpoint
+    file: a frozen fp32 model in eval mode, and {size, mean, std, interpolation}.
+
+    ``name``: a registered name, or the path of a checkpoint file (its
+    architecture is looked up in the registry: ``backbone_of_checkpoint``);
+    ``path``: a local checkpoint (any family) for backbone ``name``;
+    ``pretrained``: an OpenCLIP tag, or ``"random"`` (any family) for the
+    architecture with seeded random weights, as ``random_weights`` (benchmarks,
+    tests).
     """
     from . import clip_model
 
+    if not name:
+        raise _no_name(path)
+    if not path and _lookup(str(name), rescan=True) is None and osp.isfile(osp.expanduser(str(name))):
+        # a checkpoint file alone: the registered architecture it holds
+        path, name = str(name), backbone_of_checkpoint(str(name))
     entry = get_backbone(name)
     pretrained = "" if pretrained in (True, False, None) else str(pretrained)
     if pretrained == RANDOM:

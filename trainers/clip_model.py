@@ -159,18 +159,29 @@ def _open_clip_spec(arch):
                 transformer_width=t.get("width", 512), transformer_layers=t.get("layers", 12))
 
 
-def describe_checkpoint(sd):
-    """The registered backbones whose architecture ``sd`` has, as text."""
+def matching_backbones(sd):
+    """Registered backbones (canonical names, registry order) whose architecture
+    the OpenAI-layout state dict ``sd`` has; [] for another layout."""
     try:
         spec = state_dict_spec(sd)
     except (KeyError, IndexError, AttributeError, TypeError):
-        return "not a CLIP of a known layout"
+        return []
     names = []
     for name in list_backbones():
         entry = get_backbone(name)
         other = entry.spec or (_open_clip_spec(entry.arch) if entry.family == "open_clip" else None)
         if other and _same_spec(spec, other):
             names.append(name)
+    return names
+
+
+def describe_checkpoint(sd):
+    """The registered backbones whose architecture ``sd`` has, as text."""
+    try:
+        spec = state_dict_spec(sd)
+    except (KeyError, IndexError, AttributeError, TypeError):
+        return "not a CLIP of a known layout"
+    names = matching_backbones(sd)
     if names:
         return "the architecture of " + " / ".join(names[:4])
     kind = (f"ViT width {spec['vision_width']} patch {spec['vision_patch_size']}"
