@@ -144,6 +144,40 @@ def write_config(cfg):
     atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), lambda f: f.write(cfg.dump()))
 
 
+class SetupFiles:
+    """What this run writes before its trainer is built (the output folders it
+    creates, log.txt, config.yaml), so that a bad input found while building it
+    (missing or mismatched weights, a missing dataset, a checkpoint that does not
+    fit) leaves nothing behind."""
+
+    def __init__(self, out):
+        self.out = os.path.abspath(out) if out else ""
+        self.new_dirs = []
+        d = self.out
+        while d and not os.path.exists(d):
+            self.new_dirs.append(d)
+            d = os.path.dirname(d)
+        self.config = os.path.join(self.out, "config.yaml") if self.out else ""
+        self.had_config = bool(self.config) and os.path.exists(self.config)
+
+    def remove(self):
+        from toolbox.utils.logger import Logger
+
+        if isinstance(sys.stdout, Logger):
+            log = sys.stdout.file.name
+            sys.stdout.close()
+            sys.stdout = sys.stdout.console
+            if os.path.dirname(os.path.abspath(log)) == self.out:
+                os.remove(log)
+        if self.config and not self.had_config and os.path.exists(self.config):
+            os.remove(self.config)
+        for d in self.new_dirs:  # deepest first; only folders left empty
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
+
+
 def main(args):
     cfg = setup_cfg(split_resume(args))
     # torchrun --nproc_per_node N: join the process group; only rank 0 prints and writes
@@ -151,6 +185,24 @@ def main(args):
         sys.stdout = open(os.devnull, "w")
     if distributed.is_main_process():
         warn_no_op_keys(cfg)
+    setup_files = SetupFiles(cfg.OUTPUT_DIR)
+    try:
+        trainer = setup(cfg, args)
+    except UserError:
+        if distributed.is_main_process():
+            setup_files.remove()
+        raise
+    if args.eval_only:
+        trainer.test()
+        return
+    if not args.no_train:
+        trainer.train()
+    distributed.cleanup()
+
+
+def setup(cfg, args):
+    """Everything up to a built trainer (with its evaluated weights loaded for
+    --eval-only); a UserError here leaves the output folder as it was."""
     # Before the log file: a refused run writes nothing into the folder.
     check_run_folder(cfg, eval_only=args.eval_only)
     if distributed.is_main_process():
@@ -173,11 +225,7 @@ def main(args):
     trainer = build_trainer(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
-        trainer.test()
-        return
-    if not args.no_train:
-        trainer.train()
-    distributed.cleanup()
+    return trainer
 
 
 def _one_line_warning(message, category, filename, lineno, line=None):
