@@ -572,7 +572,12 @@ class SimpleTrainer(TrainerBase):
                     for r in self.evaluator.per_task]
         out = OrderedDict(
             dataset=cfg.DATASET.NAME, trainer=cfg.TRAINER.NAME,
-            backbone=cfg.MODEL.BACKBONE.NAME, shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED,
+            backbone=cfg.MODEL.BACKBONE.NAME,  # canonical (trainers/backbones.py)
+            # OpenCLIP weights tag ("random" for seeded random weights) and checkpoint file;
+            # the output folder is <backbone>[@<tag>]_<schedule> (tools/grid.py)
+            backbone_pretrained=str(cfg.MODEL.BACKBONE.PRETRAINED or ""),
+            backbone_path=cfg.MODEL.BACKBONE.PATH,
+            shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED,
             subsample_classes=cfg.DATASET.SUBSAMPLE_CLASSES, split="test",
             epoch=getattr(self, "model_epoch", None),  # of the weights tested
             overall=results["accuracy"], overall_is="unweighted mean of per-task metrics",
