@@ -362,12 +362,34 @@ def expand(spec, data="./data", output_root="output"):
     tag = spec.get("tag") or ""
     pretrained, backbone_path = spec.get("pretrained") or "", spec.get("backbone_path") or ""
     from tools.backbones import resolve_config
+    from trainers.backbones import RANDOM, get_backbone, open_clip_tags
+
+    def takes_tag(backbone):
+        """--pretrained is an OpenCLIP weights tag: it applies to the OpenCLIP backbones
+        of the grid ('random', seeded random weights, to every backbone)."""
+        return pretrained == RANDOM or get_backbone(backbone).family == "open_clip"
+
+    if pretrained:
+        named = [canonical_backbone(b) for b in backbones or
+                 [default_backbone(d) for d in datasets]]
+        if not any(takes_tag(b) for b in named):
+            raise UserError(f"--pretrained '{pretrained}' (PRETRAINED) is an OpenCLIP weights tag, "
+                            f"but no backbone of the grid is an OpenCLIP model ({' '.join(named)}); "
+                            "drop it or give open_clip:<arch> backbones")
 
     runs, seen = [], set()
     for dataset in datasets:
         dcfg = osp.join(CONFIGS, "datasets", dataset + ".yaml")
         for backbone in backbones or [default_backbone(dataset)]:
             backbone = canonical_backbone(backbone)
+            weights_tag = pretrained if pretrained and takes_tag(backbone) else ""
+            if get_backbone(backbone).family == "open_clip" and not (
+                    weights_tag or backbone_path or "MODEL.BACKBONE.PRETRAINED" in extra
+                    or "MODEL.BACKBONE.PATH" in extra):
+                tags = open_clip_tags(backbone)
+                raise UserError(f"backbone {backbone} needs its weights named: --pretrained <tag> "
+                                f"(scripts: PRETRAINED=<tag>; its tags: {tags or 'none'}; or "
+                                "'random') or --backbone-path <checkpoint> (BACKBONE_PATH=...)")
             for shots in shots_list:
                 for name, variant in methods:
                     s = METHODS[name].setting(dataset, shots, backbone, variant)
@@ -382,9 +404,9 @@ def expand(spec, data="./data", output_root="output"):
                                         f"method {name} ({one_line(e)}); available: "
                                         f"{' '.join(have)}") from None
                     bb_opts = [] if override == "-" else ["MODEL.BACKBONE.NAME", override]
-                    if pretrained:
-                        bb_opts += ["MODEL.BACKBONE.PRETRAINED", pretrained]
-                        cfg_name = f"{backbone}@{pretrained}{cfg_name[len(backbone):]}"
+                    if weights_tag:
+                        bb_opts += ["MODEL.BACKBONE.PRETRAINED", weights_tag]
+                        cfg_name = f"{backbone}@{weights_tag}{cfg_name[len(backbone):]}"
                     if backbone_path:
                         bb_opts += ["MODEL.BACKBONE.PATH", backbone_path]
                     n_shots = shots if s.shots is None else s.shots
@@ -399,7 +421,7 @@ def expand(spec, data="./data", output_root="output"):
                                 "--dataset-config-file", dcfg, "--config-file", tcfg,
                                 "DATASET.NUM_SHOTS", str(n_shots)] + bb_opts + s.opts + extra
                         runs.append(Run(out, s.trainer, argv, dataset, n_shots, seed,
-                                        backbone + (f"@{pretrained}" if pretrained else ""),
+                                        backbone + (f"@{weights_tag}" if weights_tag else ""),
                                         name))
     return runs
 
