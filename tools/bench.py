@@ -4,12 +4,17 @@ synthetic tasks and images (no dataset).
 
     python tools/bench.py --arch vit_b16 --tasks 3 --classes 5 --batch 4 --steps 3
     python tools/bench.py --arch rn50 --tasks 44 --classes 36 --batch 32 --device cuda
+    python tools/bench.py --arch vit_b16 open_clip:ViT-B-16 --methods CoOp   # side by side
     python tools/bench.py --mode cache --arch vit_b16 --images 200 --eval-classes 100 --threads 2
 
 ``--mode cache`` times the frozen-feature cache instead (cache_bench): one
 evaluation pass over image files on disk with the cache off, cold and warm,
 then a grid of demo runs (train.py, 3 methods x 2 seeds) with the cache off
 and on, whose results tables must be identical.
+
+Several --arch values are timed in one run, method by method, each backbone
+right after the other, with the same thread count (--threads, default 2), so
+their ratio is measured side by side.
 
 Each method runs in its own process, so peak memory is that method's alone:
 CPU reports the peak resident set size (ru_maxrss; it includes the frozen
@@ -74,6 +79,7 @@ def worker(args):
     import trainers  # noqa: F401  (registers the trainers)
     from toolbox.engine import TRAINER_REGISTRY
 
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
     tasks = synthetic_tasks(args.tasks, args.classes)
@@ -130,9 +136,10 @@ def rss_mb():
 
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", default="vit_b16",
-                   help="any registered backbone (python tools/backbones.py): rn50, vit_b16, "
-                        "open_clip:ViT-B-16, tiny_vit, ...; random weights of its architecture")
+    p.add_argument("--arch", nargs="+", default=["vit_b16"],
+                   help="registered backbones (python tools/backbones.py): rn50, vit_b16, "
+                        "open_clip:ViT-B-16, tiny_vit, ...; random weights of their architecture; "
+                        "several are timed side by side (train mode)")
     p.add_argument("--tasks", type=int, default=3, help="number of synthetic tasks")
     p.add_argument("--classes", type=int, default=5, help="classes per task")
     p.add_argument("--batch", type=int, default=4)
@@ -148,7 +155,7 @@ def get_parser():
     p.add_argument("--images", type=int, default=200, help="cache: image files to evaluate")
     p.add_argument("--eval-classes", type=int, default=100, help="cache: classes of those images")
     p.add_argument("--eval-batch", type=int, default=50, help="cache: evaluation batch size")
-    p.add_argument("--threads", type=int, default=2, help="cache: torch/OMP threads per run")
+    p.add_argument("--threads", type=int, default=2, help="torch/OMP threads per process")
     p.add_argument("--grid-methods", nargs="+", default=["ZeroshotCLIP", "LinearProbeCLIP", "CoOp"])
     p.add_argument("--grid-seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--grid-shots", type=int, default=4)
@@ -161,36 +168,53 @@ def get_parser():
 def main(argv=None):
     args = get_parser().parse_args(argv)
     if args.worker:
+        args.arch = args.arch[0]
         return worker(args)
     from toolbox.errors import UserError, one_line
     from trainers.backbones import canonical_name
 
     try:
-        args.arch = canonical_name(args.arch)
+        archs = [canonical_name(a) for a in args.arch]
     except UserError as e:
         raise SystemExit(f"error: {one_line(e)}")
     if args.mode == "cache":
+        if len(archs) > 1:
+            raise SystemExit("error: --mode cache times one backbone; give one --arch")
+        args.arch = archs[0]
         from tools.bench_cache import cache_bench
 
         return cache_bench(args)
     rows = []
+    base_ms = {}
     for method in args.methods:
-        cmd = [sys.executable, osp.abspath(__file__), "--worker", method] + [
-            a for a in (argv if argv is not None else sys.argv[1:])]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                              env=dict(os.environ, PYTHONWARNINGS="ignore"))
-        if proc.returncode != 0:
-            raise SystemExit(f"error: {method} failed:\n{proc.stderr[-2000:]}")
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append([r["method"] + (f"-{args.variant}" if method == "SoftCPT" else ""),
-                     f"{r['ms_per_step']:.1f}", f"{r['images_per_s']:.2f}", f"{r['peak_mb']:.0f}",
-                     "-" if r["after_build_mb"] is None else f"{r['after_build_mb']:.0f}",
-                     f"{r['trainable']:,}"])
+        for arch in archs:
+            cmd = [sys.executable, osp.abspath(__file__), "--worker", method, "--arch", arch,
+                   "--tasks", str(args.tasks), "--classes", str(args.classes),
+                   "--batch", str(args.batch), "--steps", str(args.steps),
+                   "--variant", args.variant, "--device", args.device, "--prec", args.prec,
+                   "--threads", str(args.threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                                  env=dict(os.environ, PYTHONWARNINGS="ignore",
+                                           OMP_NUM_THREADS=str(args.threads),
+                                           MKL_NUM_THREADS=str(args.threads)))
+            if proc.returncode != 0:
+                raise SystemExit(f"error: {method} on {arch} failed:\n{proc.stderr[-2000:]}")
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            base_ms.setdefault(method, r["ms_per_step"])
+            row = [r["method"] + (f"-{args.variant}" if method == "SoftCPT" else "")]
+            if len(archs) > 1:
+                row += [arch, f"{r['ms_per_step'] / base_ms[method]:.2f}"]
+            rows.append(row + [
+                f"{r['ms_per_step']:.1f}", f"{r['images_per_s']:.2f}", f"{r['peak_mb']:.0f}",
+                "-" if r["after_build_mb"] is None else f"{r['after_build_mb']:.0f}",
+                f"{r['trainable']:,}"])
     mem = "peak GPU MB" if args.device == "cuda" else "peak RSS MB"
-    print(f"arch {args.arch} (random weights), {args.tasks} tasks x {args.classes} classes, "
-          f"batch {args.batch}, {args.steps} timed steps, device {args.device}")
-    print(tabulate(rows, headers=["method", "ms/step", "images/s", mem, "RSS after build MB",
-                                  "trainable params"], tablefmt="github", disable_numparse=True))
+    print(f"arch {' vs '.join(archs)} (random weights), {args.tasks} tasks x {args.classes} "
+          f"classes, batch {args.batch}, {args.steps} timed steps, device {args.device}, "
+          f"{args.threads} thread(s)")
+    headers = ["method"] + (["arch", f"time vs {archs[0]}"] if len(archs) > 1 else []) + [
+        "ms/step", "images/s", mem, "RSS after build MB", "trainable params"]
+    print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
 
 
 if __name__ == "__main__":
