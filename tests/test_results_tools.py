@@ -24,7 +24,7 @@ def write_run(root, trainer, setting, variant, seed, values):
     tasks = [{"task": t, "metric": m, "value": v, "accuracy": v + (1.0 if m != "accuracy" else 0),
               "mean_per_class": v, "total": 100, "correct": int(v)}
              for (t, m), v in zip(TASKS, values)]
-    out = {"dataset": "Demo", "trainer": trainer, "backbone": "tiny-vit-digits",
+    out = {"dataset": "Demo", "trainer": trainer, "backbone": "tiny_vit",
            "shots": int(setting.rsplit("_", 1)[1][:-5]), "seed": seed,
            "overall": sum(values) / len(values), "tasks": tasks,
            "per_class": {t: {f"c{i}": 50.0 for i in range(n)}
