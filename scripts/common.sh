@@ -17,7 +17,8 @@ die() { echo "error: $*" >&2; exit 2; }
 # and the other aliases work too and are written as the canonical name in output folders.
 # A backbone without its own trainer config (open_clip:<arch>, rn50x4, ...) runs the
 # vit_b16 config of the same schedule with MODEL.BACKBONE.NAME set; OpenCLIP weights come
-# from PRETRAINED=<tag> (folder <name>@<tag>_...) or BACKBONE_PATH=<checkpoint file>.
+# from PRETRAINED=<tag> (folder <name>@<tag>_...; OpenCLIP backbones only, 'random' for
+# seeded random weights) or BACKBONE_PATH=<checkpoint file>.
 # The demo runs on the tiny CLIP unless told otherwise.
 default_backbone() {
     case "$1" in demo|demo_*) echo tiny_vit ;; *) echo rn50 ;; esac
