@@ -391,7 +391,7 @@ def test_grid_names_folders_by_the_canonical_backbone_and_its_tag(demo_root):
     assert oc_argv[oc_argv.index("MODEL.BACKBONE.NAME") + 1] == "open_clip:ViT-B-32"
     assert oc_argv[oc_argv.index("MODEL.BACKBONE.PRETRAINED") + 1] == "laion2b_s34b_b79k"
     assert "MODEL.BACKBONE.PRETRAINED" not in runs["rn50"][1]
-    with pytest.raises(UserError, match="needs its weights named: --pretrained <tag> .*PRETRAINED="):
+    with pytest.raises(UserError, match="weights named: --pretrained <tag> .*PRETRAINED="):
         outs(backbones=["oc_vit_b32"])
     with pytest.raises(UserError, match="no backbone of the grid is an OpenCLIP model"):
         outs(backbones=["rn50"], pretrained="laion2b_s34b_b79k")

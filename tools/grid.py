@@ -374,8 +374,8 @@ def expand(spec, data="./data", output_root="output"):
                  [default_backbone(d) for d in datasets]]
         if not any(takes_tag(b) for b in named):
             raise UserError(f"--pretrained '{pretrained}' (PRETRAINED) is an OpenCLIP weights tag, "
-                            f"but no backbone of the grid is an OpenCLIP model ({' '.join(named)}); "
-                            "drop it or give open_clip:<arch> backbones")
+                            "but no backbone of the grid is an OpenCLIP model "
+                            f"({' '.join(named)}); drop it or give open_clip:<arch> backbones")
 
     runs, seen = [], set()
     for dataset in datasets:

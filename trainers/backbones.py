@@ -436,8 +436,9 @@ def _no_name(path=""):
     from . import clip_model
 
     sd = clip_model._read_weights(clip_model._check_path(path))
+    held = clip_model.describe_checkpoint(sd)
     return UserError(f"MODEL.BACKBONE.PATH {path} is set but MODEL.BACKBONE.NAME is empty: set it "
-                     f"to the checkpoint's architecture (it holds {clip_model.describe_checkpoint(sd)})")
+                     f"to the checkpoint's architecture (it holds {held})")
 
 
 def backbone_of_checkpoint(path):
@@ -475,7 +476,8 @@ def create_backbone(name, pretrained="", path="", device="cpu", random_weights=F
 
     if not name:
         raise _no_name(path)
-    if not path and _lookup(str(name), rescan=True) is None and osp.isfile(osp.expanduser(str(name))):
+    if not path and _lookup(str(name), rescan=True) is None and \
+            osp.isfile(osp.expanduser(str(name))):
         # a checkpoint file alone: the registered architecture it holds
         path, name = str(name), backbone_of_checkpoint(str(name))
     entry = get_backbone(name)
