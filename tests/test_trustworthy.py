@@ -223,6 +223,12 @@ CASES = [
                                   bad_clip_weights(tmp)), None),
      ["do not form a CLIP model; give a CLIP weights file with MODEL.BACKBONE.PATH",
       "size mismatch for transformer.resblocks.0.mlp.c_fc.weight"]),
+    ("weights_without_clip_tensors",  # e.g. an image classifier's state dict
+     lambda run, root, tmp: (torch.save({"fc.weight": torch.zeros(3, 3)}, tmp / "fc.pt")
+                             or coop(root, str(tmp / "o"), "MODEL.BACKBONE.PATH",
+                                     str(tmp / "fc.pt")), None),
+     ["do not form a CLIP model; give a CLIP weights file with MODEL.BACKBONE.PATH",
+      "no tensor 'visual."]),
     ("empty_class_folder",
      lambda run, root, tmp: (["--root", (r := empty_class_folder(tmp))[0], "--seed", "1",
                               "--trainer", "ZeroshotCLIP", *CONFIG, "--output-dir", str(tmp / "o"),
