@@ -152,7 +152,7 @@ def main(args):
     if distributed.is_main_process():
         warn_no_op_keys(cfg)
     # Before the log file: a refused run writes nothing into the folder.
-    check_run_folder(cfg, eval_only=args.eval_only)
+    check_run_folder(cfg, eval_only=args.eval_only, bare_resume=args.resume == "__output_dir__")
     if distributed.is_main_process():
         setup_logger(cfg.OUTPUT_DIR)
     print(run_header(cfg, args))

@@ -181,6 +181,10 @@ CASES = [
      lambda run, root, tmp: (coop(root, str(tmp / "o"), flags=["--resume", str(tmp / "nowhere")]),
                              None),
      ["--resume: folder not found", "nowhere"]),
+    ("resume_explicit_output_folder_not_there",  # only a bare --resume may start from scratch
+     lambda run, root, tmp: (coop(root, str(tmp / "o"), flags=["--resume", str(tmp / "o")]),
+                             None),
+     ["--resume: folder not found", "drop --resume to train from scratch"]),
     ("resume_without_checkpoint",
      lambda run, root, tmp: (os.makedirs(tmp / "r") or coop(root, str(tmp / "o"),
                                                            flags=["--resume", str(tmp / "r")]),

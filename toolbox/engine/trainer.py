@@ -67,7 +67,7 @@ def _differences(saved, cfg):
     return shown + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
 
 
-def check_run_folder(cfg, eval_only=False):
+def check_run_folder(cfg, eval_only=False, bare_resume=False):
     """Refuse, before anything is written, a run that would mix with another.
 
     The output folder must be writable and must not hold another config's run
@@ -75,15 +75,17 @@ def check_run_folder(cfg, eval_only=False):
     would resume that run, or write its results under this config's labels.
     With RESUME, the folder to resume from must exist, hold checkpoints, and
     those must have been written with this config (up to the keys that
-    ``config_digest`` leaves out); a bare ``--resume`` (the output folder) of
-    a run stopped before its first checkpoint starts from scratch.
+    ``config_digest`` leaves out). A bare ``--resume`` (``bare_resume``: no
+    folder given, so the output folder) of a run stopped before its first
+    checkpoint starts from scratch; a folder given explicitly must hold
+    checkpoints, even when it is the output folder.
     """
     out = cfg.OUTPUT_DIR
     digest = config_digest(cfg)
     resume = "" if eval_only else cfg.RESUME
     own = bool(resume) and osp.abspath(resume) == osp.abspath(out)
     checked = False  # the output folder's checkpoints checked as the folder to resume
-    if resume and own and not find_checkpoints(resume):
+    if resume and own and bare_resume and not find_checkpoints(resume):
         # a bare --resume of a run stopped before its first checkpoint (tools/grid.py)
         print(f"Nothing to resume in {out} (no checkpoint yet): training from scratch")
     elif resume:
