@@ -258,16 +258,17 @@ def test_bad_input_is_one_line_error(run, demo_root, tmp_path, setup, expected):
 
 
 def test_same_config_continues_and_eval_epochs(run, demo_root, tmp_path):
-    """Re-running the same config (up to OUTPUT_DIR, RESUME, ...) into a
-    finished run, with a bare --resume in front of the overrides: no epochs
-    left, the result and its epoch are the run's; crash leftovers go."""
+    """Re-running the same config (up to OUTPUT_DIR, RESUME, PRINT_FREQ, ...)
+    into a finished run without --resume continues it, as in Dassl and as the
+    README says: no epochs left, the result and its epoch are the run's; crash
+    leftovers go. (A bare --resume in front of the overrides, which must not
+    take the first KEY as its folder, is run by the resume_* cases above and
+    by the control run of test_damaged_fewshot_cache_warns_and_draws_again.)"""
     c = copy_run(run, tmp_path)
     for leftover in ("prompt_learner/.tmp-model.pth.tar-3-abc", ".tmp-results.json-xyz"):
         with open(osp.join(c, leftover), "w") as f:
             f.write("half")
-    argv = coop(demo_root, c, "TRAIN.PRINT_FREQ", "3")
-    i = argv.index("DATASET.NUM_SHOTS")
-    proc = run_train(*argv[:i], "--resume", *argv[i:])  # --resume must not eat DATASET.NUM_SHOTS
+    proc = run_train(*coop(demo_root, c, "TRAIN.PRINT_FREQ", "3"))
     assert f"resuming at epoch {EPOCHS + 1}" in proc.stdout
     again = results(c)
     assert again["epoch"] == EPOCHS and again["shots"] == 1
