@@ -164,11 +164,17 @@ CASES = [
      lambda run, root, tmp: ((c := copy_run(run, tmp)) and coop(
          root, c, "DATASET.SUBSAMPLE_CLASSES", "new", flags=["--eval-only", "--model-dir", run]), c),
      ["holds a run of another config", "DATASET.SUBSAMPLE_CLASSES all there, new here"]),
-    ("results_of_other_config",  # a folder with only a results.json (e.g. ZS-CLIP)
+    ("results_of_other_config",  # a folder with only a results.json (e.g. of --eval-only)
      lambda run, root, tmp: (os.makedirs(tmp / "zs") or shutil.copy(osp.join(run, "results.json"),
                                                                     tmp / "zs")
                              and coop(root, str(tmp / "zs"), "OPTIM.LR", "0.5"), str(tmp / "zs")),
      ["holds a run of another config (results.json", "--output-dir"]),
+    ("results_and_config_of_other_config",  # e.g. ZS-CLIP: no checkpoint; config.yaml names keys
+     lambda run, root, tmp: (os.makedirs(tmp / "zs") or [shutil.copy(osp.join(run, f), tmp / "zs")
+                                                         for f in ("results.json", "config.yaml")]
+                             and coop(root, str(tmp / "zs"), "OPTIM.LR", "0.5"), str(tmp / "zs")),
+     ["holds a run of another config (results.json: OPTIM.LR 0.001 there, 0.5 here)",
+      "--output-dir"]),
     ("resume_other_config",
      lambda run, root, tmp: ((c := copy_run(run, tmp)) and coop(root, c, "OPTIM.LR", "0.5",
                                                                 flags=["--resume"]), c),

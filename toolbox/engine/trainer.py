@@ -15,6 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+from yacs.config import CfgNode as CN
 
 from ..config import config_diff, config_digest
 from ..data import DataManager
@@ -55,7 +56,23 @@ def saved_run(directory):
             digest = read_json(results).get("config_digest")
         except (OSError, ValueError, AttributeError):
             digest = None
-        return dict(what="results.json", digest=digest, config=None)
+        return dict(what="results.json", digest=digest, config=_config_of(directory, digest))
+    return None
+
+
+def _config_of(directory, digest):
+    """The config dump in ``directory``/config.yaml (written by the training
+    run) when it is the config of ``digest``, else None."""
+    path = osp.join(directory, "config.yaml")
+    if digest is None or not osp.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            text = f.read()
+        if config_digest(CN.load_cfg(text)) == digest:
+            return text
+    except Exception:  # an unreadable or foreign config.yaml names no keys
+        pass
     return None
 
 
