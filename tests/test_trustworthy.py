@@ -359,7 +359,9 @@ def test_fewshot_cache_of_another_split_is_drawn_again(demo_root, tmp_path):
         json.dump({"task": "DemoDigit", "shots": 1, "seed": 1, "val": [],
                    "train": [["0/9999.png", 0, "zero"]]}, f)
     proc = run_train(*coop(root, str(tmp_path / "o"), "OPTIM.MAX_EPOCH", "1"))
-    assert "not in the current split" in proc.stderr
+    warned = [ln for ln in proc.stderr.splitlines() if "few-shot cache" in ln]
+    assert len(warned) == 1 and warned[0].startswith("warning: ignoring few-shot cache ")
+    assert "not in the current split" in warned[0] and "drawing again" in warned[0]
 
 
 def test_files_are_written_with_the_umask(demo_root, tmp_path):
