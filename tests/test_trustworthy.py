@@ -140,6 +140,11 @@ CASES = [
                                   "TRAINER.COOP.CTX_INIT", "",
                                   flags=["--eval-only", "--model-dir", run]), None),
      ["does not fit", "ctx (5, 64) in the checkpoint, (8, 64) in the model"]),
+    ("eval_other_backbone",  # the tiny RN's text tower has the same width: shapes fit
+     lambda run, root, tmp: ([a.replace("tiny_vit_ep10", "tiny_rn_ep10") for a in coop(
+         root, str(tmp / "e"), flags=["--eval-only", "--model-dir", run])], None),
+     ["was trained on backbone tiny_vit, but this run's backbone is tiny_rn",
+      "MODEL.BACKBONE.NAME tiny_vit"]),
     ("eval_missing_keys",  # CoCoOp's meta network is not in a CoOp checkpoint
      lambda run, root, tmp: (edit_checkpoint(c := copy_run(run, tmp), old_checkpoint_with_extra_key)
                              or coop(root, str(tmp / "e"), trainer="CoCoOp",

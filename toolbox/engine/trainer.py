@@ -76,6 +76,14 @@ def _config_of(directory, digest):
     return None
 
 
+def _saved_backbone(ckpt):
+    """MODEL.BACKBONE.NAME of the config a checkpoint records (None if none)."""
+    try:
+        return CN.load_cfg(ckpt["config"]).MODEL.BACKBONE.NAME or None
+    except Exception:  # no config recorded (older checkpoints) or an unreadable one
+        return None
+
+
 def _differences(saved, cfg):
     """'KEY A there, B here; ...' for up to 4 keys where the saved run's
     config differs from ``cfg``; '' when the saved config is unknown."""
@@ -314,6 +322,12 @@ class TrainerBase:
             raise UserError(f"{path} was saved by trainer {theirs}, but this run's trainer is "
                             f"{mine}; load it with --trainer {theirs} and the config it was "
                             f"trained with, or point --model-dir/--resume at a {mine} run")
+        theirs_bb, mine_bb = _saved_backbone(ckpt), (cfg.MODEL.BACKBONE.NAME if cfg else None)
+        if theirs_bb and mine_bb and theirs_bb != mine_bb:
+            # prompts live in one text encoder's embedding space: same shapes, meaningless
+            raise UserError(f"{path} was trained on backbone {theirs_bb}, but this run's backbone "
+                            f"is {mine_bb}; evaluate it with MODEL.BACKBONE.NAME {theirs_bb} (its "
+                            f"trainer config), or point --model-dir/--resume at a {mine_bb} run")
         state = ckpt.get("state_dict")
         if not isinstance(state, dict):
             raise UserError(f"{path} holds no state_dict; it is not a checkpoint written by "
