@@ -169,12 +169,9 @@ CASES = [
      lambda run, root, tmp: ((c := copy_run(run, tmp)) and coop(
          root, c, "DATASET.SUBSAMPLE_CLASSES", "new", flags=["--eval-only", "--model-dir", run]), c),
      ["holds a run of another config", "DATASET.SUBSAMPLE_CLASSES all there, new here"]),
-    ("results_of_other_config",  # a folder with only a results.json (e.g. of --eval-only)
-     lambda run, root, tmp: (os.makedirs(tmp / "zs") or shutil.copy(osp.join(run, "results.json"),
-                                                                    tmp / "zs")
-                             and coop(root, str(tmp / "zs"), "OPTIM.LR", "0.5"), str(tmp / "zs")),
-     ["holds a run of another config (results.json", "--output-dir"]),
-    ("results_and_config_of_other_config",  # e.g. ZS-CLIP: no checkpoint; config.yaml names keys
+    # a folder without checkpoints (e.g. ZS-CLIP): results.json's digest refuses it, and its
+    # config.yaml names the keys (without one the refusal names none: one run fewer here)
+    ("results_and_config_of_other_config",
      lambda run, root, tmp: (os.makedirs(tmp / "zs") or [shutil.copy(osp.join(run, f), tmp / "zs")
                                                          for f in ("results.json", "config.yaml")]
                              and coop(root, str(tmp / "zs"), "OPTIM.LR", "0.5"), str(tmp / "zs")),
@@ -266,6 +263,28 @@ def test_bad_input_is_one_line_error(run, demo_root, tmp_path, setup, expected):
         for dirpath, _, files in os.walk(out):
             assert "results.json" not in files
             assert not [f for f in files if f.startswith(".tmp-")]
+
+
+def test_folder_with_only_results_of_another_config_is_refused(run, demo_root, tmp_path):
+    """No checkpoint and no config.yaml (e.g. an --eval-only output): the
+    results' digest alone refuses the folder (in-process: the check train.py
+    runs before writing anything)."""
+    from toolbox.engine.trainer import check_run_folder
+    from toolbox.errors import UserError
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    shutil.copy(osp.join(run, "results.json"), out)
+    argv = coop(demo_root, str(out), "OPTIM.LR", "0.5")
+    cfg = make_cfg(demo_root, CONFIG[1], CONFIG[3], [a for a in argv if a not in CONFIG])
+    with pytest.raises(UserError) as info:
+        check_run_folder(cfg)
+    assert f"output folder {out} holds a run of another config (results.json); pass a new " \
+           "--output-dir" in str(info.value)
+    same = make_cfg(demo_root, CONFIG[1], CONFIG[3], [a for a in coop(demo_root, str(out))
+                                                      if a not in CONFIG])
+    check_run_folder(same)  # its own config: accepted
+    assert sorted(os.listdir(out)) == ["results.json"]
 
 
 def test_same_config_continues_and_eval_epochs(run, demo_root, tmp_path):
