@@ -204,7 +204,7 @@ def setup(cfg, args):
     """Everything up to a built trainer (with its evaluated weights loaded for
     --eval-only); a UserError here leaves the output folder as it was."""
     # Before the log file: a refused run writes nothing into the folder.
-    check_run_folder(cfg, eval_only=args.eval_only)
+    check_run_folder(cfg, eval_only=args.eval_only, bare_resume=args.resume == "__output_dir__")
     if distributed.is_main_process():
         setup_logger(cfg.OUTPUT_DIR)
     print(run_header(cfg, args))

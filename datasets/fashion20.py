@@ -142,6 +142,11 @@ class FashionTask(TaskDataset):
                       for f in sorted(os.listdir(cdir)) if is_image_file(f)]
         return items
 
+    def code_classnames(self):
+        # task_info.csv names the classes: a split file made with other names
+        # (an edited task_info.csv, or older cleaning code) is an error
+        return list(self.task_classes)
+
     def check_num_classes(self, items):
         labels = {item.label for item in items}
         if labels != set(range(len(self.task_classes))):

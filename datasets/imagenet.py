@@ -57,6 +57,10 @@ class ImageNetFamily(CoOpTask):
             return names
         return OrderedDict((w, names[w]) for w in load_list(self.wnid_file))
 
+    def code_classnames(self):
+        # classnames.txt names the classes: a split file made with other names is an error
+        return [self.readable(n) for n in self.wnid_classnames().values()]
+
     def read_class_dirs(self, folder, dirnames, classnames):
         """Images in ``folder/<dirname>/`` labelled by position; every class
         folder must exist (the class set is fixed)."""

@@ -170,3 +170,46 @@ def test_coop_script_names_the_context_it_trains(tmp_path, extra, folder, ctx_ar
     opts = argv[argv.index("DATASET.NUM_SHOTS"):]
     assert opts[2:2 + len(ctx_args)] == ctx_args
     assert ("TRAINER.COOP.CTX_INIT" in opts) == bool(ctx_args)
+
+
+def test_linear_probe_eval_only_of_other_data_or_backbone_is_an_error(demo_root, tmp_path):
+    """Saved classifiers record their tasks, classes and backbone: --eval-only
+    with another task subset, the new-class half or another backbone is a
+    UserError naming both sides (it was an IndexError, or silently wrong)."""
+    import torch
+
+    from tests.conftest import make_cfg
+    from toolbox.engine import build_trainer
+    from toolbox.errors import UserError
+
+    def trainer(out, *opts, config="configs/trainers/LinearProbeCLIP/tiny_vit.yaml"):
+        cfg = make_cfg(demo_root, "configs/datasets/demo.yaml", config,
+                       ["--trainer", "LinearProbeCLIP", "--seed", "1", "--output-dir", str(out),
+                        "DATASET.NUM_SHOTS", "2", "TRAINER.LINEAR_PROBE.C", "1.0",
+                        "TEST.NO_TEST", "True", "VERBOSE", "False", *opts])
+        return build_trainer(cfg)
+
+    saved = tmp_path / "lp"
+    trainer(saved).train()
+    trainer(tmp_path / "same").load_model(str(saved))  # the same data and backbone: loads
+    cases = [
+        ((("DATASET.TASKS", "['DemoParity']"),),
+         "tasks DemoDigit (10 classes), DemoParity (2 classes), DemoMagnitude (2 classes) there, "
+         "DemoParity (2 classes) here"),
+        ((("DATASET.SUBSAMPLE_CLASSES", "new"),),
+         "other classes of task DemoDigit: zero, one, two... there, five, six, seven... here"),
+        ((), "fit on features of backbone tiny_vit, this run's is tiny_rn"),
+    ]
+    for opts, detail in cases:
+        config = ("configs/trainers/LinearProbeCLIP/tiny_rn.yaml" if not opts
+                  else "configs/trainers/LinearProbeCLIP/tiny_vit.yaml")
+        other = trainer(tmp_path / "other", *[x for kv in opts for x in kv], config=config)
+        with pytest.raises(UserError) as info:
+            other.load_model(str(saved))
+        assert detail in str(info.value) and "DATASET.TASKS" in str(info.value)
+    # a file written before the tasks were recorded: the label ranges are checked
+    path = saved / "linear_probe.pt"
+    state = torch.load(path, weights_only=True)
+    torch.save({"classifiers": state["classifiers"]}, path)
+    with pytest.raises(UserError, match=r"\(3 tasks\) do not fit this run's 1 tasks"):
+        trainer(tmp_path / "old", "DATASET.TASKS", "['DemoParity']").load_model(str(saved))

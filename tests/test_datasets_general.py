@@ -523,3 +523,29 @@ def test_train_py_evaluates_a_test_only_set(tmp_path):
     task = res["tasks"][0]
     assert task["task"] == "ImageNetA" and task["total"] == 200 and task["metric"] == "accuracy"
     assert list(res["per_class"]["ImageNetA"])[:2] == ["stingray", "goldfinch"]
+
+
+def test_imagenet_family_split_with_other_class_names_is_an_error(data_root):
+    """classnames.txt names the ImageNet classes: a saved split file that names
+    one otherwise (made before classnames.txt changed) stops the run with the
+    file to delete."""
+    import json
+
+    from toolbox.errors import UserError
+
+    name = load(data_root, "ImageNetA").classnames[1]  # the split file exists after a load
+    path = DATASET_REGISTRY.get("ImageNetA").split_path_in(data_root)
+    with open(path) as f:
+        original = f.read()
+    split = json.loads(original)
+    split["test"] = [[p, y, "old name" if y == 1 else c] for p, y, c in split["test"]]
+    try:
+        with open(path, "w") as f:
+            json.dump(split, f)
+        with pytest.raises(UserError, match=f"label 1: 'old name' in the file, '{name}' in "
+                                            "the code\\); delete "):
+            load(data_root, "ImageNetA")
+    finally:
+        with open(path, "w") as f:
+            f.write(original)
+    assert name == "goldfinch" and load(data_root, "ImageNetA").classnames[1] == name

@@ -307,3 +307,33 @@ def test_every_task_has_prompt_text_metric_and_config():
     assert DATASET_REGISTRY.get("FewShot44").members == members
     fashion_metrics = {DATASET_REGISTRY.get(n).metric for n in FASHION20_TASKS}
     assert fashion_metrics == {"mean_per_class"}
+
+
+@pytest.mark.parametrize("name", ["KaggleFlower", "FashionSkirtLength"])
+def test_split_file_with_other_class_names_is_an_error_naming_it(tmp_path, name):
+    """A split file keeps the class names it was made with: when the dataset
+    code (a class list) or task_info.csv names a class otherwise, loading stops
+    with one line naming the file to delete, instead of training on old names."""
+    from tests.suite_layouts import class_folder_task
+
+    root = str(tmp_path)
+    cls = DATASET_REGISTRY.get(name)
+    if name == "KaggleFlower":
+        class_folder_task(root, cls, n=3)
+    else:
+        write_fashion20(root, n=3)
+    ds = load(root, name, shots=0)  # makes and saves the split
+    path = cls.split_path_in(root)
+    with open(path) as f:
+        split = json.load(f)
+    old = ds.classnames[1]
+    for part in ("train", "val", "test"):
+        split[part] = [[p, y, "renamed" if y == 1 else c] for p, y, c in split[part]]
+    with open(path, "w") as f:
+        json.dump(split, f)
+    with pytest.raises(UserError) as info:
+        load(root, name, shots=0)
+    msg = str(info.value)
+    assert "\n" not in msg and f"split file {path} was made by an older version" in msg
+    assert f"label 1: 'renamed' in the file, '{old}' in the code" in msg
+    assert f"delete {path}" in msg

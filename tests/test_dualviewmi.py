@@ -66,6 +66,33 @@ def test_mi_loss_equals_direct_infonce():
         MIEstimator("mine", 16, 0.1)
 
 
+def test_mi_direction_and_critic_width():
+    """MI_DIRECTION: one direction of the InfoNCE, or the mean of both;
+    MI_CRITIC_HIDDEN: the width of each critic head."""
+    a, b = unit(5, 16, 0), unit(5, 16, 1)
+    tau = 0.1
+
+    def one_way(x, y):  # each row of x picks its class among the rows of y
+        total = 0.0
+        for i in range(5):
+            row = [float(x[i] @ y[j]) / tau for j in range(5)]
+            total += -(row[i] - math.log(sum(math.exp(v) for v in row)))
+        return total / 5
+
+    forward, backward = one_way(a, b), one_way(b, a)
+    assert forward != pytest.approx(backward, rel=1e-3)
+    assert infonce_mi_loss(a, b, tau, "a_to_b").item() == pytest.approx(forward, rel=1e-5)
+    assert infonce_mi_loss(a, b, tau, "b_to_a").item() == pytest.approx(backward, rel=1e-5)
+    assert infonce_mi_loss(a, b, tau).item() == pytest.approx((forward + backward) / 2, rel=1e-5)
+    assert MIEstimator("infonce", 16, tau, "b_to_a")(a, b).item() == pytest.approx(backward,
+                                                                                  rel=1e-5)
+    head = 16 * 5 + 5 + 5 * 16 + 16  # fc1 and fc2 with biases, hidden width 5
+    assert sum(p.numel() for p in MIEstimator("critic", 16, tau, hidden=5).parameters()) \
+        == 2 * head
+    with pytest.raises(UserError):
+        MIEstimator("infonce", 16, tau, "sideways")
+
+
 def test_mi_loss_is_lowest_when_views_agree_class_by_class():
     hand = unit(8, 32, 2)
     agree = infonce_mi_loss(hand, hand, 0.07).item()
@@ -336,6 +363,53 @@ def test_each_option_learns_against_a_control(demo_root, tmp_path, estimator, au
     assert accuracy > 30.0  # chance is 10%
 
 
+def test_choices_are_config_keys(demo_root, tmp_path):
+    """The choices the README once called fixed are keys: CLASS_TOKEN_POSITION
+    (the soft prompt's layout), MI_DIRECTION, AUG_UNPARTNERED (1 shot: no
+    sample has a partner, so L_aug is 0 when they are skipped and the CE itself
+    when they are kept) and AUG_MEMORY_TRANSFORM (train: each memory row is its
+    image's feature with or without the training flip)."""
+    trainer = build(demo_root, "DualViewMI", DV_CFG, tmp_path / "a",
+                    "TRAINER.DUALVIEWMI.CTX_INIT", "", "TRAINER.DUALVIEWMI.N_CTX", "4",
+                    "TRAINER.DUALVIEWMI.CLASS_TOKEN_POSITION", "front",
+                    "TRAINER.DUALVIEWMI.MI_DIRECTION", "soft_to_hand", shots="1")
+    with torch.no_grad():
+        trainer.prompt_learner.ctx.normal_(0, 0.3)
+    m, names = trainer.clip_model, trainer.dm.dataset.classnames
+    batch = next(iter(trainer.train_loader_x))  # with the items' indices, as in training
+    image, label, task = trainer.parse_batch_train(batch)
+    index = batch["index"]
+    trainer.set_model_mode("train")
+    with torch.no_grad():
+        loss, _, _, extra = trainer.forward_train(image, label, task)
+        soft = direct_prompt_features(m, names, trainer.prompt_learner.ctx, "front")
+        assert torch.allclose(trainer.text_features(torch.arange(10)), soft, atol=1e-5)
+        want = infonce_mi_loss(soft, trainer.hand_text, 0.07, "a_to_b")
+        assert extra["mi"].item() == pytest.approx(want.item(), abs=1e-4)
+        assert extra["aug"].item() == 0.0  # one image per class: nobody has a partner
+        assert trainer._aug_count == [0, label.numel()] and label.numel() > 1
+        trainer.cfg.defrost()
+        trainer.cfg.TRAINER.DUALVIEWMI.AUG_UNPARTNERED = "keep"
+        trainer._batch_index = index
+        kept = trainer.forward_train(image, label, task)[3]
+        assert kept["aug"].item() == pytest.approx(kept["ce"].item(), abs=1e-6)
+
+    flips = build(demo_root, "DualViewMI", DV_CFG, tmp_path / "b",
+                  "TRAINER.DUALVIEWMI.AUG_MEMORY_TRANSFORM", "train",
+                  "INPUT.TRANSFORMS", "['random_flip', 'normalize']", shots="2")
+    torch.manual_seed(0)
+    flips.fill_aug_memory()
+    items = flips.train_loader_x.dataset.data_source
+    test_view = flips.test_loader.dataset.transform  # resize, centre crop, normalise
+    from toolbox.utils import read_image
+    x = torch.stack([test_view(read_image(d.impath)) for d in items])
+    plain, flipped = flips.encode_image(x), flips.encode_image(torch.flip(x, dims=[-1]))
+    memory = flips.class_aug.memory
+    is_plain = (memory - plain).abs().amax(1) < 1e-5
+    is_flipped = (memory - flipped).abs().amax(1) < 1e-5
+    assert bool((is_plain | is_flipped).all()) and 0 < int(is_flipped.sum()) < len(items)
+
+
 @pytest.mark.parametrize("partners", ["memory", "batch"])
 def test_train_py_logs_and_stores_the_partnered_fraction(demo_root, tmp_path, partners):
     import json
@@ -363,7 +437,10 @@ def test_train_py_logs_and_stores_the_partnered_fraction(demo_root, tmp_path, pa
 
 def test_bad_options_are_one_line_errors(demo_root, tmp_path):
     for key, value in (("AUG", "cutmix"), ("MI_ESTIMATOR", "mine"), ("INFERENCE", "hand"),
-                       ("FUSE_WEIGHT", "1.5"), ("MI_TEMPERATURE", "0.0"), ("TEMPLATES", "x")):
+                       ("FUSE_WEIGHT", "1.5"), ("MI_TEMPERATURE", "0.0"), ("TEMPLATES", "x"),
+                       ("MI_DIRECTION", "sideways"), ("MI_CRITIC_HIDDEN", "-1"),
+                       ("AUG_MEMORY_TRANSFORM", "none"), ("AUG_UNPARTNERED", "drop"),
+                       ("CLASS_TOKEN_POSITION", "start")):
         with pytest.raises(UserError, match=f"TRAINER.DUALVIEWMI.{key}"):
             build(demo_root, "DualViewMI", DV_CFG, tmp_path, f"TRAINER.DUALVIEWMI.{key}", value)
 

@@ -5,7 +5,8 @@ import torch
 
 from toolbox.data.tasks import TaskInfo
 from toolbox.metrics.per_task import (
-    class_to_task, mask_to_own_task, restrict_to_own_task, task_classes, task_metric, task_scores)
+    class_to_task, mask_to_own_task, own_task_scores, restrict_to_own_task, task_classes,
+    task_metric, task_scores)
 
 
 def _tasks():
@@ -39,3 +40,38 @@ def test_task_metric_by_hand():
     s = task_scores("mean_per_class", y_true, y_pred)
     assert s["per_class"] == {0: 100.0, 1: 0.0}
     assert (s["correct"], s["total"]) == (3, 4)
+
+
+def test_own_task_scores_equal_restricting_every_class():
+    """A model that scores each sample only against its own task's classes
+    (CoCoOp) gets the same matrix as scoring every class and restricting."""
+    tasks = _tasks()
+    torch.manual_seed(1)
+    every = torch.randn(4, 5)
+    task_ids = torch.tensor([1, 0, 1, 0])
+    seen = []
+
+    def score(i, classes):
+        seen.append((i, classes.tolist()))
+        return every[i, classes]
+
+    got = own_task_scores(score, task_ids, tasks, 5, every)
+    assert torch.equal(got, mask_to_own_task(every, task_ids, tasks))
+    assert seen == [(0, [2, 3, 4]), (1, [0, 1]), (2, [2, 3, 4]), (3, [0, 1])]
+
+
+def test_no_other_module_restricts_scores_or_computes_the_metric():
+    """The modules that once held their own copies (issue 10, item 6) call
+    toolbox/metrics/per_task.py instead."""
+    import os.path as osp
+    import re
+
+    from tests.conftest import ROOT
+
+    own_copy = re.compile(r'masked_fill|float\("-inf"\)|== "mean_per_class"|'
+                          r'correct\[y_true == c\]')
+    for path in ("toolbox/evaluation/evaluator.py", "trainers/linear_probe.py",
+                 "toolbox/data/tasks.py", "trainers/base.py", "trainers/cocoop.py"):
+        with open(osp.join(ROOT, path)) as f:
+            hits = [ln.strip() for ln in f if own_copy.search(ln)]
+        assert hits == [], (path, hits)

@@ -140,6 +140,11 @@ CASES = [
                                   "TRAINER.COOP.CTX_INIT", "",
                                   flags=["--eval-only", "--model-dir", run]), None),
      ["does not fit", "ctx (5, 64) in the checkpoint, (8, 64) in the model"]),
+    ("eval_other_backbone",  # the tiny RN's text tower has the same width: shapes fit
+     lambda run, root, tmp: ([a.replace("tiny_vit_ep10", "tiny_rn_ep10") for a in coop(
+         root, str(tmp / "e"), flags=["--eval-only", "--model-dir", run])], None),
+     ["was trained on backbone tiny_vit, but this run's backbone is tiny_rn",
+      "MODEL.BACKBONE.NAME tiny_vit"]),
     ("eval_missing_keys",  # CoCoOp's meta network is not in a CoOp checkpoint
      lambda run, root, tmp: (edit_checkpoint(c := copy_run(run, tmp), old_checkpoint_with_extra_key)
                              or coop(root, str(tmp / "e"), trainer="CoCoOp",
@@ -164,11 +169,14 @@ CASES = [
      lambda run, root, tmp: ((c := copy_run(run, tmp)) and coop(
          root, c, "DATASET.SUBSAMPLE_CLASSES", "new", flags=["--eval-only", "--model-dir", run]), c),
      ["holds a run of another config", "DATASET.SUBSAMPLE_CLASSES all there, new here"]),
-    ("results_of_other_config",  # a folder with only a results.json (e.g. ZS-CLIP)
-     lambda run, root, tmp: (os.makedirs(tmp / "zs") or shutil.copy(osp.join(run, "results.json"),
-                                                                    tmp / "zs")
+    # a folder without checkpoints (e.g. ZS-CLIP): results.json's digest refuses it, and its
+    # config.yaml names the keys (without one the refusal names none: one run fewer here)
+    ("results_and_config_of_other_config",
+     lambda run, root, tmp: (os.makedirs(tmp / "zs") or [shutil.copy(osp.join(run, f), tmp / "zs")
+                                                         for f in ("results.json", "config.yaml")]
                              and coop(root, str(tmp / "zs"), "OPTIM.LR", "0.5"), str(tmp / "zs")),
-     ["holds a run of another config (results.json", "--output-dir"]),
+     ["holds a run of another config (results.json: OPTIM.LR 0.001 there, 0.5 here)",
+      "--output-dir"]),
     ("resume_other_config",
      lambda run, root, tmp: ((c := copy_run(run, tmp)) and coop(root, c, "OPTIM.LR", "0.5",
                                                                 flags=["--resume"]), c),
@@ -181,6 +189,10 @@ CASES = [
      lambda run, root, tmp: (coop(root, str(tmp / "o"), flags=["--resume", str(tmp / "nowhere")]),
                              None),
      ["--resume: folder not found", "nowhere"]),
+    ("resume_explicit_output_folder_not_there",  # only a bare --resume may start from scratch
+     lambda run, root, tmp: (coop(root, str(tmp / "o"), flags=["--resume", str(tmp / "o")]),
+                             None),
+     ["--resume: folder not found", "drop --resume to train from scratch"]),
     ("resume_without_checkpoint",
      lambda run, root, tmp: (os.makedirs(tmp / "r") or coop(root, str(tmp / "o"),
                                                            flags=["--resume", str(tmp / "r")]),
@@ -223,6 +235,12 @@ CASES = [
                                   bad_clip_weights(tmp)), None),
      ["do not form a CLIP model; give a CLIP weights file with MODEL.BACKBONE.PATH",
       "size mismatch for transformer.resblocks.0.mlp.c_fc.weight"]),
+    ("weights_without_clip_tensors",  # e.g. an image classifier's state dict
+     lambda run, root, tmp: (torch.save({"fc.weight": torch.zeros(3, 3)}, tmp / "fc.pt")
+                             or coop(root, str(tmp / "o"), "MODEL.BACKBONE.PATH",
+                                     str(tmp / "fc.pt")), None),
+     ["do not form a CLIP model; give a CLIP weights file with MODEL.BACKBONE.PATH",
+      "no tensor 'visual."]),
     ("empty_class_folder",
      lambda run, root, tmp: (["--root", (r := empty_class_folder(tmp))[0], "--seed", "1",
                               "--trainer", "ZeroshotCLIP", *CONFIG, "--output-dir", str(tmp / "o"),
@@ -247,17 +265,40 @@ def test_bad_input_is_one_line_error(run, demo_root, tmp_path, setup, expected):
             assert not [f for f in files if f.startswith(".tmp-")]
 
 
+def test_folder_with_only_results_of_another_config_is_refused(run, demo_root, tmp_path):
+    """No checkpoint and no config.yaml (e.g. an --eval-only output): the
+    results' digest alone refuses the folder (in-process: the check train.py
+    runs before writing anything)."""
+    from toolbox.engine.trainer import check_run_folder
+    from toolbox.errors import UserError
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    shutil.copy(osp.join(run, "results.json"), out)
+    argv = coop(demo_root, str(out), "OPTIM.LR", "0.5")
+    cfg = make_cfg(demo_root, CONFIG[1], CONFIG[3], [a for a in argv if a not in CONFIG])
+    with pytest.raises(UserError) as info:
+        check_run_folder(cfg)
+    assert f"output folder {out} holds a run of another config (results.json); pass a new " \
+           "--output-dir" in str(info.value)
+    same = make_cfg(demo_root, CONFIG[1], CONFIG[3], [a for a in coop(demo_root, str(out))
+                                                      if a not in CONFIG])
+    check_run_folder(same)  # its own config: accepted
+    assert sorted(os.listdir(out)) == ["results.json"]
+
+
 def test_same_config_continues_and_eval_epochs(run, demo_root, tmp_path):
-    """Re-running the same config (up to OUTPUT_DIR, RESUME, ...) into a
-    finished run, with a bare --resume in front of the overrides: no epochs
-    left, the result and its epoch are the run's; crash leftovers go."""
+    """Re-running the same config (up to OUTPUT_DIR, RESUME, PRINT_FREQ, ...)
+    into a finished run without --resume continues it, as in Dassl and as the
+    README says: no epochs left, the result and its epoch are the run's; crash
+    leftovers go. (A bare --resume in front of the overrides, which must not
+    take the first KEY as its folder, is run by the resume_* cases above and
+    by the control run of test_damaged_fewshot_cache_warns_and_draws_again.)"""
     c = copy_run(run, tmp_path)
     for leftover in ("prompt_learner/.tmp-model.pth.tar-3-abc", ".tmp-results.json-xyz"):
         with open(osp.join(c, leftover), "w") as f:
             f.write("half")
-    argv = coop(demo_root, c, "TRAIN.PRINT_FREQ", "3")
-    i = argv.index("DATASET.NUM_SHOTS")
-    proc = run_train(*argv[:i], "--resume", *argv[i:])  # --resume must not eat DATASET.NUM_SHOTS
+    proc = run_train(*coop(demo_root, c, "TRAIN.PRINT_FREQ", "3"))
     assert f"resuming at epoch {EPOCHS + 1}" in proc.stdout
     again = results(c)
     assert again["epoch"] == EPOCHS and again["shots"] == 1
@@ -342,7 +383,9 @@ def test_fewshot_cache_of_another_split_is_drawn_again(demo_root, tmp_path):
         json.dump({"task": "DemoDigit", "shots": 1, "seed": 1, "val": [],
                    "train": [["0/9999.png", 0, "zero"]]}, f)
     proc = run_train(*coop(root, str(tmp_path / "o"), "OPTIM.MAX_EPOCH", "1"))
-    assert "not in the current split" in proc.stderr
+    warned = [ln for ln in proc.stderr.splitlines() if "few-shot cache" in ln]
+    assert len(warned) == 1 and warned[0].startswith("warning: ignoring few-shot cache ")
+    assert "not in the current split" in warned[0] and "drawing again" in warned[0]
 
 
 def test_files_are_written_with_the_umask(demo_root, tmp_path):

@@ -217,9 +217,12 @@ def load_openai_style(entry, path="", random_weights=False):
     try:
         spec = state_dict_spec(state_dict)
     except (KeyError, IndexError, AttributeError, TypeError) as e:
-        raise UserError(f"weights for backbone '{entry.name}' {('from ' + path) if path else ''} "
-                        f"do not form a CLIP model (missing {type(e).__name__}: "
-                        f"{str(e)[:80]})") from None
+        # the problem and the fix first, then which tensor was looked for
+        what = (f"no tensor {e.args[0]!r}" if isinstance(e, KeyError) and e.args
+                else f"{type(e).__name__}: {' '.join(str(e).split())[:120]}")
+        raise UserError(f"weights for backbone '{entry.name}'{(' from ' + path) if path else ''} "
+                        "do not form a CLIP model; give a CLIP weights file with "
+                        f"MODEL.BACKBONE.PATH or fix MODEL.BACKBONE.NAME ({what})") from None
     if not _same_spec(spec, entry.spec):
         raise _wrong_arch(entry, path, state_dict, cache_file=weights_file_of(entry))
     try:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
-from toolbox.metrics.per_task import task_classes
+from toolbox.metrics.per_task import own_task_scores
 
 from .base import ClipTrainer
 from .clip_model import PromptAssembler, TextEncoder, context_init, embed_dim, text_tower
@@ -61,15 +61,14 @@ class CoCoOp(ClipTrainer):
         """Logits (batch, num_classes); each image's prompts are encoded only
         for its own task's classes (the others stay -inf, never needed)."""
         ctx = self.prompt_learner(image_features)
-        logits = image_features.new_full((image_features.size(0), self.num_classes),
-                                          float("-inf"))
         assembler = self.prompt_learner.assembler
-        for i in range(image_features.size(0)):
-            index = task_classes(self.tasks, task[i], self.device)
+
+        def score(i, index):
             prompts = assembler(ctx[i], index)
             text = F.normalize(self.text_encoder(prompts, assembler.tokens(index)).float(), dim=-1)
-            logits[i, index] = self.logit_scale * image_features[i] @ text.t()
-        return logits
+            return self.logit_scale * image_features[i] @ text.t()
+
+        return own_task_scores(score, task, self.tasks, self.num_classes, image_features)
 
     def forward_train(self, image, label, task):
         logits = self.conditional_logits(self.encode_image(image), task)

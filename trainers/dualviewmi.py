@@ -23,23 +23,38 @@ from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError, check_choice
 
 from .class_augment import AUG_MODES, PARTNER_SOURCES, ClassAugment
-from .mi_estimators import MI_ESTIMATORS, MIEstimator
+from .mi_estimators import MI_DIRECTIONS, MI_ESTIMATORS, MIEstimator
 from .two_view import TwoViewCoOp, add_soft_prompt_keys
 
 INFERENCE_MODES = ("soft", "fused")
+MEMORY_TRANSFORMS = ("test", "train")
+UNPARTNERED = ("skip", "keep")
+# MI_DIRECTION in the estimator's terms (a = soft view, b = hand-crafted view)
+MI_DIRECTION_KEYS = {"both": "both", "soft_to_hand": "a_to_b", "hand_to_soft": "b_to_a"}
+assert set(MI_DIRECTION_KEYS.values()) == set(MI_DIRECTIONS)
 
 
 def extend_cfg(cfg):
     cfg.TRAINER.DUALVIEWMI = c = CN()
     add_soft_prompt_keys(c)
     c.MI_ESTIMATOR = "infonce"  # infonce (cosine) | critic (learnable MLP head per view)
+    c.MI_CRITIC_HIDDEN = 0  # critic: hidden width of each head (0: feature dim // 4, >= 8)
     c.MI_TEMPERATURE = 0.07  # InfoNCE temperature tau
+    # both (symmetric: the mean of soft->hand and hand->soft) | soft_to_hand (each
+    # soft prompt picks its class's hand-crafted feature) | hand_to_soft
+    c.MI_DIRECTION = "both"
     c.MI_WEIGHT = 1.0  # lambda_mi
     c.AUG = "mixup"  # none | mixup (mix with a same-class feature) | prototype (with a class mean)
     # where same-class partners come from: memory (the frozen features of every
     # training image, encoded once before training) | batch (the batch itself;
     # prototype: running means of the features seen so far)
     c.AUG_PARTNERS = "memory"
+    # the transform of the images the memory encodes: test (deterministic resize
+    # + crop) | train (the training augmentation, drawn once)
+    c.AUG_MEMORY_TRANSFORM = "test"
+    # samples without a same-class partner in L_aug: skip (left out: their
+    # feature is unchanged, so they would only re-weight the CE) | keep
+    c.AUG_UNPARTNERED = "skip"
     c.AUG_WEIGHT = 0.5  # lambda_aug
     c.AUG_ALPHA = 1.0  # mixing coefficient ~ Beta(AUG_ALPHA, AUG_ALPHA)
     c.INFERENCE = "soft"  # soft | fused
@@ -57,10 +72,15 @@ class DualViewMI(TwoViewCoOp):
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         c = cfg.TRAINER.DUALVIEWMI
-        for key, allowed in (("MI_ESTIMATOR", MI_ESTIMATORS), ("AUG", AUG_MODES),
-                             ("AUG_PARTNERS", PARTNER_SOURCES),
-                             ("INFERENCE", INFERENCE_MODES)):
+        directions = tuple(MI_DIRECTION_KEYS)
+        for key, allowed in (("MI_ESTIMATOR", MI_ESTIMATORS), ("MI_DIRECTION", directions),
+                             ("AUG", AUG_MODES), ("AUG_PARTNERS", PARTNER_SOURCES),
+                             ("AUG_MEMORY_TRANSFORM", MEMORY_TRANSFORMS),
+                             ("AUG_UNPARTNERED", UNPARTNERED), ("INFERENCE", INFERENCE_MODES)):
             check_choice(f"TRAINER.DUALVIEWMI.{key}", c[key], allowed)
+        if c.MI_CRITIC_HIDDEN < 0:
+            raise UserError(f"TRAINER.DUALVIEWMI.MI_CRITIC_HIDDEN must be >= 0 (0: automatic), "
+                            f"got {c.MI_CRITIC_HIDDEN}")
         for key in ("MI_TEMPERATURE", "AUG_ALPHA"):
             if not c[key] > 0:
                 raise UserError(f"TRAINER.DUALVIEWMI.{key} must be > 0, got {c[key]}")
@@ -74,7 +94,9 @@ class DualViewMI(TwoViewCoOp):
     def build_model(self):
         super().build_model()
         c, dim = self.node, self.hand_text.shape[1]
-        self.mi = MIEstimator(c.MI_ESTIMATOR, dim, c.MI_TEMPERATURE).to(self.device)
+        self.mi = MIEstimator(c.MI_ESTIMATOR, dim, c.MI_TEMPERATURE,
+                              MI_DIRECTION_KEYS[c.MI_DIRECTION],
+                              c.MI_CRITIC_HIDDEN or None).to(self.device)
         if self.mi.learnable:
             self.register_trainable("mi_critic", self.mi)
         self.class_aug = ClassAugment(c.AUG, self.num_classes, dim, c.AUG_ALPHA,
@@ -107,16 +129,20 @@ class DualViewMI(TwoViewCoOp):
 
     @torch.no_grad()
     def fill_aug_memory(self):
-        """Frozen features (test-time transform) of every training item, row i
-        = item i of the training loader's data source. Runs in a forked RNG,
-        so a fresh and a resumed run draw the same random numbers after it."""
+        """Frozen features (AUG_MEMORY_TRANSFORM: the test-time transform, or
+        the training augmentation drawn once) of every training item, row i =
+        item i of the training loader's data source. Runs in a forked RNG, so
+        a fresh and a resumed run draw the same random numbers after it."""
         items = self.train_loader_x.dataset.data_source
-        print(f"Encoding the class-wise augmentation memory ({len(items):,} training images)")
+        which = self.node.AUG_MEMORY_TRANSFORM
+        print(f"Encoding the class-wise augmentation memory ({len(items):,} training images, "
+              f"{which} transform)")
+        tfm = self.dm.tfm_train if which == "train" else self.dm.tfm_test
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             loader = build_data_loader(self.cfg, "SequentialSampler", data_source=items,
                                        batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
-                                       tfm=self.dm.tfm_test, is_train=False)
+                                       tfm=tfm, is_train=False)
             feats = [self.encode_image(b["img"].to(self.device)) for b in loader]
         labels = torch.tensor([d.label for d in items], dtype=torch.long)
         self.class_aug.fill_memory(torch.cat(feats), labels)
@@ -169,9 +195,11 @@ class DualViewMI(TwoViewCoOp):
             aug, partnered = self.class_aug(feats, label, index)
             self._aug_count[0] += int(partnered.sum())
             self._aug_count[1] += label.numel()
-            if partnered.any():  # samples without a partner would only re-weight the CE
-                aug_loss = self.task_loss(self.logit_scale * aug[partnered] @ soft.t(),
-                                          label[partnered], task[partnered], classes)[0]
+            # samples without a partner (feature unchanged) would only re-weight the CE
+            used = partnered if c.AUG_UNPARTNERED == "skip" else torch.ones_like(partnered)
+            if used.any():
+                aug_loss = self.task_loss(self.logit_scale * aug[used] @ soft.t(),
+                                          label[used], task[used], classes)[0]
             else:
                 aug_loss = ce.new_zeros(())
             loss = loss + c.AUG_WEIGHT * aug_loss

@@ -20,6 +20,7 @@ from toolbox.metrics.per_task import task_metric  # noqa: F401  (also imported f
 from toolbox.utils import atomic_write, progress
 
 from .base import ClipTrainer
+from .clip_model import embed_dim
 from .feature_cache import accepts_features
 
 CLASSIFIER_FILE = "linear_probe.pt"
@@ -137,7 +138,10 @@ class LinearProbeCLIP(ClipTrainer):
         self.epoch = 0
         self.fit()
         if self.output_dir:
-            state = {"classifiers": self.classifiers}
+            # what they were fit on, checked by --eval-only (load_model)
+            state = {"classifiers": self.classifiers, "trainer": "LinearProbeCLIP",
+                     "tasks": self.task_signature(), "backbone": self.cfg.MODEL.BACKBONE.NAME,
+                     "feature_dim": int(self.classifiers[0]["coef"].shape[1])}
             atomic_write(osp.join(self.output_dir, CLASSIFIER_FILE),
                          lambda f: torch.save(state, f), mode="wb")
         if not self.cfg.TEST.NO_TEST:
@@ -148,7 +152,58 @@ class LinearProbeCLIP(ClipTrainer):
         if not osp.isfile(path):
             raise UserError(f"no linear-probe classifiers at {path}; check --model-dir (the "
                             "output folder of a LinearProbeCLIP training run)")
-        self.classifiers = torch.load(path, map_location="cpu", weights_only=True)["classifiers"]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            classifiers = state["classifiers"]
+        except Exception as e:
+            raise UserError(f"cannot read linear-probe classifiers {path} ({type(e).__name__}); "
+                            "train the linear probe again into a new --output-dir") from None
+        self.check_classifiers(path, state, classifiers)
+        self.classifiers = classifiers
+
+    def task_signature(self):
+        """[[task name, [class names]], ...] of this run's dataset."""
+        return [[t.name, list(t.classnames)] for t in self.tasks]
+
+    def check_classifiers(self, path, state, classifiers):
+        """A UserError naming both sides when saved classifiers do not fit this
+        run: other tasks or classes (another dataset config, DATASET.TASKS or
+        SUBSAMPLE_CLASSES) or other feature sizes (another backbone)."""
+        def describe(sig):
+            shown = ", ".join(f"{name} ({len(names)} classes)" for name, names in sig[:4])
+            return shown + (f" and {len(sig) - 4} more" if len(sig) > 4 else "")
+
+        fix = ("evaluate with the dataset config, DATASET.TASKS, DATASET.SUBSAMPLE_CLASSES and "
+               "backbone it was trained with, or train the linear probe for this one")
+        mine, saved = self.task_signature(), state.get("tasks")
+        if saved is not None and saved != mine:
+            if [n for n, _ in saved] == [n for n, _ in mine]:
+                name, a, b = next((n, a, b) for (n, a), (_, b) in zip(saved, mine) if a != b)
+                detail = (f"other classes of task {name}: {', '.join(a[:3])}... there, "
+                          f"{', '.join(b[:3])}... here")
+            else:
+                detail = f"tasks {describe(saved)} there, {describe(mine)} here"
+            raise UserError(f"linear-probe classifiers {path} were fit on other data ({detail}); "
+                            + fix)
+        if saved is None:  # written before the tasks were recorded: check the label ranges
+            ranges = [t.label_range for t in self.tasks]
+            fits = len(classifiers) == len(ranges) and all(
+                c["classes"].numel() and lo <= int(c["classes"].min())
+                and int(c["classes"].max()) < hi for c, (lo, hi) in zip(classifiers, ranges))
+            if not fits:
+                raise UserError(f"linear-probe classifiers {path} ({len(classifiers)} tasks) do "
+                                f"not fit this run's {len(ranges)} tasks ({describe(mine)}); "
+                                + fix)
+        backbone = self.cfg.MODEL.BACKBONE.NAME
+        if state.get("backbone", backbone) != backbone:
+            raise UserError(f"linear-probe classifiers {path} were fit on features of backbone "
+                            f"{state['backbone']}, this run's is {backbone}; " + fix)
+        dim = embed_dim(self.clip_model)
+        theirs = int(classifiers[0]["coef"].shape[1]) if classifiers else dim
+        if theirs != dim:
+            raise UserError(f"linear-probe classifiers {path} were fit on {theirs}-dim image "
+                            f"features, backbone {self.cfg.MODEL.BACKBONE.NAME} gives {dim}; "
+                            + fix)
 
     def results_extra(self):
         return {"C": {t.name: c["C"] for t, c in zip(self.tasks, self.classifiers)}}

@@ -12,12 +12,20 @@ import torch.nn.functional as F
 from toolbox.errors import check_choice
 
 MI_ESTIMATORS = ("infonce", "critic")
+# both: the mean of the two directions (symmetric); a_to_b: each row of ``a``
+# picks its class among the rows of ``b``; b_to_a: the other way
+MI_DIRECTIONS = ("both", "a_to_b", "b_to_a")
 
 
-def infonce_mi_loss(a, b, temperature):
-    """Symmetric InfoNCE between row-aligned normalised views ``a``, ``b`` (n, d)."""
+def infonce_mi_loss(a, b, temperature, direction="both"):
+    """InfoNCE between row-aligned normalised views ``a``, ``b`` (n, d),
+    symmetric (``both``) or in one direction."""
     logits = (a @ b.t()) / temperature
     target = torch.arange(a.size(0), device=a.device)
+    if direction == "a_to_b":
+        return F.cross_entropy(logits, target)
+    if direction == "b_to_a":
+        return F.cross_entropy(logits.t(), target)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
@@ -44,14 +52,16 @@ class MIEstimator(nn.Module):
     """``infonce`` on cosine similarities, or ``critic``: InfoNCE on the
     cosine similarities after a learnable head per view."""
 
-    def __init__(self, kind, dim, temperature):
+    def __init__(self, kind, dim, temperature, direction="both", hidden=None):
         super().__init__()
         check_choice("MI estimator", kind, MI_ESTIMATORS)
+        check_choice("MI direction", direction, MI_DIRECTIONS)
         self.kind = kind
         self.temperature = temperature
+        self.direction = direction
         if kind == "critic":
-            self.soft_head = CriticHead(dim)
-            self.hand_head = CriticHead(dim)
+            self.soft_head = CriticHead(dim, hidden)
+            self.hand_head = CriticHead(dim, hidden)
 
     @property
     def learnable(self):
@@ -61,4 +71,4 @@ class MIEstimator(nn.Module):
         soft, hand = soft.float(), hand.float()
         if self.learnable:
             soft, hand = self.soft_head(soft), self.hand_head(hand)
-        return infonce_mi_loss(soft, hand, self.temperature)
+        return infonce_mi_loss(soft, hand, self.temperature, self.direction)

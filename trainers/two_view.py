@@ -21,6 +21,9 @@ def add_soft_prompt_keys(node):
     # hand-crafted view: task (each task's first template) | task_ensemble (all
     # of its templates averaged) | single ("a photo of a {}.") | ensemble (CLIP's 7)
     node.TEMPLATES = "task"
+    # where the class name sits in the soft prompt: end (after the context, as
+    # CoOp's default) | middle | front
+    node.CLASS_TOKEN_POSITION = "end"
     node.PREC = "fp16"  # fp16 | amp | bf16 | fp32 (fp32 always on CPU)
 
 
@@ -35,14 +38,16 @@ class TwoViewCoOp(CoOp):
         super().check_cfg(cfg)
         node = cfg.TRAINER[self.prec_key]
         check_choice(f"TRAINER.{self.prec_key}.TEMPLATES", node.TEMPLATES, TEMPLATE_MODES)
+        check_choice(f"TRAINER.{self.prec_key}.CLASS_TOKEN_POSITION", node.CLASS_TOKEN_POSITION,
+                     ("end", "middle", "front"))
 
     def build_model(self):
         node = self.node
         clip_model = self.clip_model = self.load_clip()
         print("Building custom CLIP")
-        # one context shared by all classes, placed before the class name
+        # one context shared by all classes, the class name at CLASS_TOKEN_POSITION
         coop_view = CN(dict(N_CTX=node.N_CTX, CTX_INIT=node.CTX_INIT, CSC=False,
-                            CLASS_TOKEN_POSITION="end"))
+                            CLASS_TOKEN_POSITION=node.CLASS_TOKEN_POSITION))
         self.prompt_learner = PromptLearner(coop_view, self.dm.dataset.classnames, clip_model)
         self.text_encoder = TextEncoder(clip_model)
         self.model = self.prompt_learner

@@ -15,6 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+from yacs.config import CfgNode as CN
 
 from ..config import config_diff, config_digest
 from ..data import DataManager
@@ -55,8 +56,32 @@ def saved_run(directory):
             digest = read_json(results).get("config_digest")
         except (OSError, ValueError, AttributeError):
             digest = None
-        return dict(what="results.json", digest=digest, config=None)
+        return dict(what="results.json", digest=digest, config=_config_of(directory, digest))
     return None
+
+
+def _config_of(directory, digest):
+    """The config dump in ``directory``/config.yaml (written by the training
+    run) when it is the config of ``digest``, else None."""
+    path = osp.join(directory, "config.yaml")
+    if digest is None or not osp.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            text = f.read()
+        if config_digest(CN.load_cfg(text)) == digest:
+            return text
+    except Exception:  # an unreadable or foreign config.yaml names no keys
+        pass
+    return None
+
+
+def _saved_backbone(ckpt):
+    """MODEL.BACKBONE.NAME of the config a checkpoint records (None if none)."""
+    try:
+        return CN.load_cfg(ckpt["config"]).MODEL.BACKBONE.NAME or None
+    except Exception:  # no config recorded (older checkpoints) or an unreadable one
+        return None
 
 
 def _differences(saved, cfg):
@@ -67,7 +92,7 @@ def _differences(saved, cfg):
     return shown + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
 
 
-def check_run_folder(cfg, eval_only=False):
+def check_run_folder(cfg, eval_only=False, bare_resume=False):
     """Refuse, before anything is written, a run that would mix with another.
 
     The output folder must be writable and must not hold another config's run
@@ -75,15 +100,17 @@ def check_run_folder(cfg, eval_only=False):
     would resume that run, or write its results under this config's labels.
     With RESUME, the folder to resume from must exist, hold checkpoints, and
     those must have been written with this config (up to the keys that
-    ``config_digest`` leaves out); a bare ``--resume`` (the output folder) of
-    a run stopped before its first checkpoint starts from scratch.
+    ``config_digest`` leaves out). A bare ``--resume`` (``bare_resume``: no
+    folder given, so the output folder) of a run stopped before its first
+    checkpoint starts from scratch; a folder given explicitly must hold
+    checkpoints, even when it is the output folder.
     """
     out = cfg.OUTPUT_DIR
     digest = config_digest(cfg)
     resume = "" if eval_only else cfg.RESUME
     own = bool(resume) and osp.abspath(resume) == osp.abspath(out)
     checked = False  # the output folder's checkpoints checked as the folder to resume
-    if resume and own and not find_checkpoints(resume):
+    if resume and own and bare_resume and not find_checkpoints(resume):
         # a bare --resume of a run stopped before its first checkpoint (tools/grid.py)
         print(f"Nothing to resume in {out} (no checkpoint yet): training from scratch")
     elif resume:
@@ -295,6 +322,12 @@ class TrainerBase:
             raise UserError(f"{path} was saved by trainer {theirs}, but this run's trainer is "
                             f"{mine}; load it with --trainer {theirs} and the config it was "
                             f"trained with, or point --model-dir/--resume at a {mine} run")
+        theirs_bb, mine_bb = _saved_backbone(ckpt), (cfg.MODEL.BACKBONE.NAME if cfg else None)
+        if theirs_bb and mine_bb and theirs_bb != mine_bb:
+            # prompts live in one text encoder's embedding space: same shapes, meaningless
+            raise UserError(f"{path} was trained on backbone {theirs_bb}, but this run's backbone "
+                            f"is {mine_bb}; evaluate it with MODEL.BACKBONE.NAME {theirs_bb} (its "
+                            f"trainer config), or point --model-dir/--resume at a {mine_bb} run")
         state = ckpt.get("state_dict")
         if not isinstance(state, dict):
             raise UserError(f"{path} holds no state_dict; it is not a checkpoint written by "

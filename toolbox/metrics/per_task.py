@@ -67,6 +67,20 @@ def mask_to_own_task(logits, task_ids, tasks):
     return restrict_to_own_task(logits, task_ids, owner)
 
 
+def own_task_scores(score_fn, task_ids, tasks, num_classes, like):
+    """Scores (batch, num_classes) of a model that scores each sample against
+    its own task's classes only (e.g. CoCoOp's image-conditioned prompts):
+    row i holds ``score_fn(i, classes)`` (a (len(classes),) tensor) at the
+    global labels ``classes`` of sample i's task and -inf elsewhere, the same
+    as scoring every class and calling ``restrict_to_own_task``. ``like``: a
+    tensor whose dtype and device the scores take."""
+    out = like.new_full((len(task_ids), num_classes), float("-inf"))
+    for i in range(len(task_ids)):
+        classes = task_classes(tasks, task_ids[i], like.device)
+        out[i, classes] = score_fn(i, classes).to(out.dtype)
+    return out
+
+
 # ---- the per-task metric ----------------------------------------------------
 
 def per_class_accuracy(y_true, y_pred):

@@ -147,13 +147,17 @@ class TaskDataset(DatasetBase):
         found = self.classnames_by_label(items)
         if found == list(expected):
             return
-        diffs = [(i, a, b) for i, (a, b) in enumerate(zip(found, expected)) if a != b]
+        # a label without images in the file (None) names nothing to compare
+        diffs = [(i, a, b) for i, (a, b) in enumerate(zip(found, expected))
+                 if a is not None and a != b]
         if diffs:
             i, a, b = diffs[0]
             detail = (f"{len(diffs)} class name(s) differ, e.g. label {i}: '{a}' in the file, "
                       f"'{b}' in the code")
-        else:
+        elif len(found) > len(expected):
             detail = f"{len(found)} classes in the file, {len(expected)} in the code"
+        else:
+            return
         raise UserError(f"{self.name()}: split file {self.split_path} was made by an older "
                         f"version of the dataset code ({detail}); delete {self.split_path} "
                         "(and its few-shot caches are redrawn) to make it again")
