@@ -47,8 +47,16 @@ def test_empty_root_names_all_44_tasks_with_paths_and_exits_nonzero(tmp_path):
     # Fashion-20's shared folder and task file: one line each, not 20
     shared = [ln for ln in lines if "fashion20" in ln and "not found" in ln]
     assert len(shared) == 2 and all(ln.strip().startswith("20 tasks (") for ln in shared)
-    # a split source names the split file that makes it unnecessary
-    assert any("variants.txt" in ln and "not needed with the split file" in ln for ln in lines)
+    # a split source names the split file that makes it unnecessary, and is listed apart
+    # from the paths every run needs
+    req = lines.index("Missing (34 path(s), required):")
+    opt = next(i for i, ln in enumerate(lines) if ln.startswith("Missing (17 path(s), needed "
+                                                                  "only to build a split"))
+    split_src = [i for i, ln in enumerate(lines) if "not needed with the split file" in ln]
+    assert len(split_src) == 17 and min(split_src) > opt > req
+    assert any("variants.txt" in lines[i] and "split_FGVCAircraft.json" in lines[i]
+               for i in split_src)
+    assert all("not needed" not in ln for ln in lines[req:opt])
     assert lines[-1] == "0 of 44 tasks ready; 44 missing or broken (see DATASETS.md)"
     assert os.listdir(root) == []  # nothing written for missing datasets
 
