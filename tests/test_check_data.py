@@ -154,3 +154,32 @@ def test_train_stops_before_loading_with_first_missing_path(tmp_path, capsys):
                    "(see DATASETS.md, section 'Plant-6')")
     # nothing was drawn for the tasks that are there: the check ran before any loading
     assert not osp.exists(osp.join(root, "kaggle_flower", "split_KaggleFlower.json"))
+
+
+def test_datasets_md_says_where_to_get_every_task():
+    """DATASETS.md: each of the 44 tasks and ImageNet with its four variants has its
+    layout section and a source row (page, access, size); Fashion-20 says its images are
+    not public and how to bring one's own."""
+    import re
+
+    with open(osp.join(ROOT, "DATASETS.md")) as f:
+        md = f.read()
+    titles = set(re.findall(r"^## (.+)$", md, re.M))
+    where = md.split("## Where to get each dataset", 1)[1].split("\n## ", 1)[0]
+    sources = {row.split("|")[1].strip(" `") for row in where.splitlines()
+               if row.startswith("| ") and row.count("|") == 6}
+    imagenets = ["ImageNet", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR"]
+    assert len(ALL44) == 44
+    for name in ALL44 + imagenets:
+        section = DATASET_REGISTRY.get(name).datasets_md_section
+        assert section in titles, name
+        if name in GENERAL10_TASKS + imagenets:
+            assert name in sources, name
+        elif name in PLANT6_TASKS + RS8_TASKS:
+            body = md.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+            # its row in the section's source table: page and image count
+            rows = [r for r in body.splitlines() if r.startswith(f"| `{name}` |")]
+            assert len(rows) == 2 and re.search(r"\| [\d,about ]+ \|$", rows[1]), name
+    fashion = md.split("## Fashion-20\n", 1)[1].split("\n## ", 1)[0]
+    assert "not public" in fashion and "bring your own images" in fashion
+    assert "task_info.csv" in fashion and "images/<task_id>/<class_id>/" in fashion
