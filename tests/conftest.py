@@ -22,7 +22,10 @@ os.environ.setdefault("CLIP_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# The tests train tiny models in-process: a second thread only spins on their width-64
+# matrices, and on a busy machine OpenMP's spinning makes the same test several times
+# slower (two learning tests: 84 s of CPU on two threads, 15 s on one, load average 7).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

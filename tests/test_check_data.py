@@ -47,8 +47,16 @@ def test_empty_root_names_all_44_tasks_with_paths_and_exits_nonzero(tmp_path):
     # Fashion-20's shared folder and task file: one line each, not 20
     shared = [ln for ln in lines if "fashion20" in ln and "not found" in ln]
     assert len(shared) == 2 and all(ln.strip().startswith("20 tasks (") for ln in shared)
-    # a split source names the split file that makes it unnecessary
-    assert any("variants.txt" in ln and "not needed with the split file" in ln for ln in lines)
+    # a split source names the split file that makes it unnecessary, and is listed apart
+    # from the paths every run needs
+    req = lines.index("Missing (34 path(s), required):")
+    opt = next(i for i, ln in enumerate(lines) if ln.startswith("Missing (17 path(s), needed "
+                                                                  "only to build a split"))
+    split_src = [i for i, ln in enumerate(lines) if "not needed with the split file" in ln]
+    assert len(split_src) == 17 and min(split_src) > opt > req
+    assert any("variants.txt" in lines[i] and "split_FGVCAircraft.json" in lines[i]
+               for i in split_src)
+    assert all("not needed" not in ln for ln in lines[req:opt])
     assert lines[-1] == "0 of 44 tasks ready; 44 missing or broken (see DATASETS.md)"
     assert os.listdir(root) == []  # nothing written for missing datasets
 
@@ -146,3 +154,32 @@ def test_train_stops_before_loading_with_first_missing_path(tmp_path, capsys):
                    "(see DATASETS.md, section 'Plant-6')")
     # nothing was drawn for the tasks that are there: the check ran before any loading
     assert not osp.exists(osp.join(root, "kaggle_flower", "split_KaggleFlower.json"))
+
+
+def test_datasets_md_says_where_to_get_every_task():
+    """DATASETS.md: each of the 44 tasks and ImageNet with its four variants has its
+    layout section and a source row (page, access, size); Fashion-20 says its images are
+    not public and how to bring one's own."""
+    import re
+
+    with open(osp.join(ROOT, "DATASETS.md")) as f:
+        md = f.read()
+    titles = set(re.findall(r"^## (.+)$", md, re.M))
+    where = md.split("## Where to get each dataset", 1)[1].split("\n## ", 1)[0]
+    sources = {row.split("|")[1].strip(" `") for row in where.splitlines()
+               if row.startswith("| ") and row.count("|") == 6}
+    imagenets = ["ImageNet", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR"]
+    assert len(ALL44) == 44
+    for name in ALL44 + imagenets:
+        section = DATASET_REGISTRY.get(name).datasets_md_section
+        assert section in titles, name
+        if name in GENERAL10_TASKS + imagenets:
+            assert name in sources, name
+        elif name in PLANT6_TASKS + RS8_TASKS:
+            body = md.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+            # its row in the section's source table: page and image count
+            rows = [r for r in body.splitlines() if r.startswith(f"| `{name}` |")]
+            assert len(rows) == 2 and re.search(r"\| [\d,about ]+ \|$", rows[1]), name
+    fashion = md.split("## Fashion-20\n", 1)[1].split("\n## ", 1)[0]
+    assert "not public" in fashion and "bring your own images" in fashion
+    assert "task_info.csv" in fashion and "images/<task_id>/<class_id>/" in fashion

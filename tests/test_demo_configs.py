@@ -43,3 +43,15 @@ def test_grid_names_coop_context_from_the_dataset_config():
     assert demo.variant == "nctx5_cscFalse_ctpend" and "TRAINER.COOP.CTX_INIT" not in demo.opts
     other = coop.setting("eurosat", 4, "tiny_vit", "default")
     assert other.variant.startswith("nctx16_")
+
+
+def test_tiny_backbone_on_cpu_runs_on_one_thread_unless_told():
+    import train
+
+    tiny = make_cfg("/nonexistent", "configs/datasets/demo.yaml", TINY["COOP"])
+    assert train.tiny_cpu_threads(tiny, environ={}) == 1
+    # OMP_NUM_THREADS (set by the grid runner's CPU workers, the tests or the user) wins
+    assert train.tiny_cpu_threads(tiny, environ={"OMP_NUM_THREADS": "2"}) is None
+    real = make_cfg("/nonexistent", "configs/datasets/eurosat.yaml",
+                    "configs/trainers/CoOp/rn50_ep50.yaml")
+    assert train.tiny_cpu_threads(real, environ={}) is None

@@ -350,6 +350,8 @@ def test_each_option_learns_against_a_control(demo_root, tmp_path, estimator, au
     _, control = run("0.0")
     trainer, losses = run("0.001")
     assert losses[-1] < control[-1], (losses, control)
+    print(f"{estimator}/{aug}/{partners}: last-epoch loss {losses[-1]:.4f}, "
+          f"lr 0 {control[-1]:.4f}")
     if aug != "none":
         # run_epoch alone (no before/after_epoch): the count covers all 5 epochs
         assert trainer._aug_count[1] == 5 * 40

@@ -61,3 +61,19 @@ def test_log_file_is_line_buffered(tmp_path):
         assert open(path).read() == "epoch [1/10] batch [1/5] loss 1.0\n"
     finally:
         logger.close()
+
+
+def test_tqdm_disable_turns_off_every_bar():
+    """TQDM_DISABLE=1 (README) silences the bars, the tiny pre-training's too, whose
+    caller passes disable=False when it wants a bar."""
+    import subprocess
+    import sys
+
+    code = ("from toolbox.utils.progress import progress\n"
+            "print(progress(range(3), 'x', disable=False).disable, "
+            "progress(range(3), 'y').disable)\n")
+    for env, want in (({"TQDM_DISABLE": "1"}, "True True"), ({}, "False False")):
+        full = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                             text=True, check=True, env={**full, **env}).stdout.strip()
+        assert out == want, (env, out)

@@ -223,6 +223,7 @@ def test_each_variant_learns_on_demo(demo_root, variant):
     losses = epoch_losses(trainer)
     assert len(losses) == trainer.cfg.OPTIM.MAX_EPOCH == 10
     assert losses[-1] < control, (losses, control)
+    print(f"{variant}: last-epoch loss {losses[-1]:.4f}, starting loss (lr 0) {control:.4f}")
     for n, p in trainer.prompt_learner.named_parameters():
         assert not torch.equal(p, before[n]), f"{n} did not change"
 

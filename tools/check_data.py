@@ -192,9 +192,14 @@ def main(argv=None):
     for line in notes:
         print(line)
     groups = group_missing(checks)
-    if groups:
-        print(f"\nMissing ({len(groups)} path(s), required):")
-        for path, (tasks, section, alt) in groups.items():
+    required = [(p, g) for p, g in groups.items() if not g[2]]
+    replaceable = [(p, g) for p, g in groups.items() if g[2]]
+    for items, head in ((required, "required"),
+                        (replaceable, "needed only to build a split: put either these files "
+                         "or the split file named there")):
+        if items:
+            print(f"\nMissing ({len(items)} path(s), {head}):")
+        for path, (tasks, section, alt) in items:
             what = "file" if osp.splitext(path)[1] else "folder"
             alt = f"; not needed with the split file {osp.basename(alt)}" if alt else ""
             print(f"  {tasks_label(tasks)}: {what} not found: {path} "

@@ -13,6 +13,10 @@ def progress(iterable, desc, total=None, unit="batch", **kwargs):
             total = len(iterable)
         except TypeError:
             total = None
+    if not kwargs.get("disable", True):
+        # an explicit disable=False would override TQDM_DISABLE=1 (tqdm reads the
+        # environment as default arguments)
+        del kwargs["disable"]
     kwargs.setdefault("mininterval", 1.0)
     kwargs.setdefault("leave", False)
     kwargs.setdefault("dynamic_ncols", True)
