@@ -816,6 +816,13 @@ def main(argv=None):
             gpus = visible_gpus([g for g in re.split(r"[,\s]+", args.gpus.strip()) if g])
         if args.workers < 1:
             raise UserError(f"--workers must be at least 1, got {args.workers}")
+        # An absolute interpreter: a SLURM job (or a worker with another PATH) must find
+        # the same Python, with torch, as the one the grid was started with.
+        python = shutil.which(args.python)
+        if python is None:
+            raise UserError(f"--python / PYTHON: no interpreter '{args.python}' found; give "
+                            "the path of the Python that has the requirements installed")
+        args.python = osp.abspath(python)
         compute_digests(runs)
         moved = plan(runs, dry_run=args.dry_run)
     except UserError as e:
