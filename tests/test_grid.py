@@ -61,6 +61,9 @@ def test_two_workers_give_the_sequential_results(parallel_grid, demo_root, tmp_p
     assert "[4/4 finished]" in proc.stdout and "ETA" in proc.stdout
     # the mean +- std table of what ran, one block per experiment (both seeds)
     assert "## output/demo/SoftCPT/tiny_vit_ep10_1shots/NATA (seeds 1, 2)" in proc.stdout
+    # two methods: tools/compare.py's side-by-side table of the dataset and backbone ends it
+    table = proc.stdout.split("# demo, tiny_vit\n", 1)[1]
+    assert table.startswith("## 1 shots\n") and "CoOp" in table and "SoftCPT" in table
     # the same runs one after another (the scripts' default): identical metrics
     seq = grid(*SMALL, cwd=tmp_path, data=demo_root)
     assert "[run 4 of 4]" in seq.stdout

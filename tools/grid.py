@@ -771,7 +771,8 @@ def get_parser():
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--no-table", action="store_true", help="no result tables at the end")
     p.add_argument("--compare", action="store_true",
-                   help="end with tools/compare.py's table per dataset and backbone")
+                   help="end with tools/compare.py's table per dataset and backbone (the "
+                   "default when the grid has several methods or variants)")
     return p
 
 
@@ -862,7 +863,9 @@ def main(argv=None):
         table = results_table(runs)
         if table:
             print("\nMean ± std over seeds of the grid's runs:\n" + table)
-        if args.compare:
+        # several methods or variants: tools/compare.py's side-by-side table too
+        compared = {(r.method, osp.basename(osp.dirname(r.out))) for r in runs}
+        if args.compare or len(compared) > 1:
             shots = sorted({r.shots for r in runs if r.shots > 0}) or [0]
             print("\n" + compare_tables(runs, shots, args.output_root))
     return 1 if failed else 0
