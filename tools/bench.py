@@ -6,6 +6,15 @@ synthetic tasks and images (no dataset).
     python tools/bench.py --arch rn50 --tasks 44 --classes 36 --batch 32 --device cuda
     python tools/bench.py --mode cache --arch vit_b16 --images 200 --eval-classes 100 --threads 2
 
+``--mode ddp-text`` times the class prompts split over DDP ranks (tools/bench_ddp.py):
+
+    python tools/bench.py --mode ddp-text --arch tiny_vit --tasks 1 --classes 1000 --batch 8
+
+``--mode grid`` times a demo grid (tools/grid.py) with 1 and K workers (tools/bench_grid.py):
+
+    python tools/bench.py --mode grid --grid-methods coop softcpt coop_mt --grid-seeds 1 2 \
+        --grid-shots 4 --workers 2 --threads 1
+
 ``--mode cache`` times the frozen-feature cache instead (cache_bench): one
 evaluation pass over image files on disk with the cache off, cold and warm,
 then a grid of demo runs (train.py, 3 methods x 2 seeds) with the cache off
@@ -67,17 +76,17 @@ def bench_cfg(method, args):
     return cfg
 
 
-def worker(args):
-    """Build one trainer around a random CLIP and time its training steps."""
+def build_bench_trainer(method, args):
+    """A METHOD trainer around a random CLIP of ``args.arch`` on synthetic tasks
+    (no dataset, no loaders): (trainer, cfg, tasks)."""
     import torch
 
     import trainers  # noqa: F401  (registers the trainers)
     from toolbox.engine import TRAINER_REGISTRY
 
     torch.manual_seed(0)
-    device = torch.device(args.device)
     tasks = synthetic_tasks(args.tasks, args.classes)
-    cls = TRAINER_REGISTRY.get(args.worker)
+    cls = TRAINER_REGISTRY.get(method)
 
     class Bench(cls):
         def build_data_loader(self):  # synthetic tasks instead of a dataset
@@ -88,10 +97,19 @@ def worker(args):
             self.dm = SimpleNamespace(dataset=SimpleNamespace(
                 classnames=list(self.lab2cname.values()), tasks=tasks))
 
-    cfg = bench_cfg(args.worker, args)
+    cfg = bench_cfg(method, args)
     trainer = Bench(cfg)
     trainer.set_model_mode("train")
     trainer.epoch, trainer.batch_idx, trainer.num_batches = 0, 0, 10 ** 9
+    return trainer, cfg, tasks
+
+
+def worker(args):
+    """Build one trainer around a random CLIP and time its training steps."""
+    import torch
+
+    device = torch.device(args.device)
+    trainer, cfg, tasks = build_bench_trainer(args.worker, args)
     after_build = rss_mb()
     n_params = sum(p.numel() for n in trainer.get_model_names()
                    for p in trainer._models[n].parameters() if p.requires_grad)
@@ -143,12 +161,21 @@ def get_parser():
     p.add_argument("--prec", default="fp16", help="PREC on CUDA (fp16 amp bf16 fp32); CPU: fp32")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     # --mode cache (tools/bench_cache.py)
-    p.add_argument("--mode", default="train", choices=("train", "cache"),
-                   help="train: training steps per method; cache: the feature cache")
+    p.add_argument("--mode", default="train", choices=("train", "cache", "ddp-text", "grid"),
+                   help="train: training steps per method; cache: the feature cache; "
+                   "ddp-text: class prompts split over DDP ranks (tools/bench_ddp.py); "
+                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py)")
+    p.add_argument("--workers", type=int, default=2, help="grid: workers of the parallel grid")
+    p.add_argument("--grid-epochs", type=int, default=10, help="grid: OPTIM.MAX_EPOCH")
+    p.add_argument("--nproc", type=int, default=2, help="ddp-text: gloo processes")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="ddp-text, grid: rounds of the settings, side by side")
     p.add_argument("--images", type=int, default=200, help="cache: image files to evaluate")
     p.add_argument("--eval-classes", type=int, default=100, help="cache: classes of those images")
     p.add_argument("--eval-batch", type=int, default=50, help="cache: evaluation batch size")
-    p.add_argument("--threads", type=int, default=2, help="cache: torch/OMP threads per run")
+    p.add_argument("--threads", type=int, default=None,
+                   help="cache: torch/OMP threads per run (default 2); ddp-text: per process "
+                   "(default 1)")
     p.add_argument("--grid-methods", nargs="+", default=["ZeroshotCLIP", "LinearProbeCLIP", "CoOp"])
     p.add_argument("--grid-seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--grid-shots", type=int, default=4)
@@ -169,6 +196,22 @@ def main(argv=None):
         args.arch = canonical_name(args.arch)
     except UserError as e:
         raise SystemExit(f"error: {one_line(e)}")
+    if args.mode == "grid":
+        from tools.bench_grid import grid_bench
+
+        args.threads = args.threads or 1
+        return grid_bench(args)
+    if args.mode == "ddp-text":
+        from tools.bench_ddp import ddp_text_bench
+
+        if args.device != "cpu":
+            raise SystemExit("error: --mode ddp-text runs gloo processes on the CPU; drop "
+                             "--device")
+        args.threads = args.threads or 1
+        args.methods = [m for m in args.methods if m in ("CoOp", "SoftCPT")] or ["CoOp"]
+        return ddp_text_bench(args)
+    if args.threads is None:
+        args.threads = 2
     if args.mode == "cache":
         from tools.bench_cache import cache_bench
 
