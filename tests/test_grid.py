@@ -288,3 +288,28 @@ def test_slurm_executor_runs_a_demo_grid(demo_root, tmp_path):
     again = grid(*SMALL, "--executor", "slurm", cwd=tmp_path, data=demo_root)
     assert "0 done, 4 skipped, 0 failed" in again.stdout
     assert "Submitted" not in again.stdout
+    # the grid stopped (killed) while its job runs: a new call does not submit that run
+    # again (two jobs in one folder) but leaves it to the job
+    long = ["--methods", "coop", "--datasets", "demo", "--shots", "1", "--seeds", "3",
+            "--opts", "OPTIM.MAX_EPOCH", "100000", "--executor", "slurm", "--slurm-cpus", "1"]
+    first = subprocess.Popen([sys.executable, GRID, "--data", demo_root, *long], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    array = None
+    try:
+        for line in first.stdout:
+            if line.startswith("Submitted"):
+                array = line.split("job array ")[1].split()[0]
+                break
+        assert array, "the grid submitted nothing"
+        first.kill()
+        first.wait()
+        second = grid(*long, cwd=tmp_path, data=demo_root)
+        print(second.stdout)
+        assert "1 still running as SLURM jobs of an earlier call (left alone)" in second.stdout
+        assert f"(SLURM job {array}" in second.stdout
+        assert "Submitted" not in second.stdout
+        assert "0 done, 0 skipped, 0 failed, 1 still running in SLURM" in second.stdout
+    finally:
+        first.kill()
+        if array:
+            subprocess.run(["scancel", array])
