@@ -1,6 +1,8 @@
 """One run over two processes: `torchrun --nproc_per_node 2 train.py` (gloo on CPU) ends
 with the prompt parameters (to 1e-5) and metrics of the one-process run with the same
-global batch, writes only from rank 0, and resumes exactly."""
+global batch, writes only from rank 0, and resumes exactly; the class prompts are split
+over the ranks (each encodes its share, gathered with gradients) without changing the
+result."""
 import glob
 import json
 import os
@@ -81,6 +83,8 @@ def test_two_process_gloo_run_equals_one_process(demo_root, tmp_path, method):
     with open(two / "log.txt") as f:
         assert f.read().count("Finish training") == 1
     assert proc.stdout.count("Finish training") == 1
+    # each rank encoded its share of the class prompts (the union of the ranks' classes)
+    assert "DDP: the class prompts are split over 2 ranks" in proc.stdout
 
 
 def test_two_process_resume_is_exact(demo_root, tmp_path):
@@ -99,6 +103,82 @@ def test_two_process_resume_is_exact(demo_root, tmp_path):
     proc = train(2, work, demo_root, "--resume", work, *argv)
     assert "resuming at epoch 2" in proc.stdout
     assert_same_run(control, work)
+
+
+def _split_worker(rank, world, port, out):
+    """One rank of test_split_text_side_gives_the_one_process_gradient."""
+    import socket  # noqa: F401
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    from toolbox.engine import distributed as ddp
+    from trainers.base import ClipTrainer
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        emb, weight, x, label, classes = _split_problem()
+        encoded = []
+
+        def encode(index):
+            encoded.append(index.tolist())
+            return torch.tanh(emb[index] @ weight)
+
+        host = SimpleNamespace(split_text=True, num_classes=emb.shape[0])
+        start, stop = ddp.share_bounds(x.shape[0])
+        feats = ClipTrainer.split_over_ranks(host, encode, classes[rank])
+        logits = x[start:stop] @ feats.t()
+        target = torch.searchsorted(classes[rank], label[start:stop])
+        loss = F.cross_entropy(logits, target)
+        ddp.weighted_loss(loss, (stop - start) / x.shape[0]).backward()
+        ddp.all_reduce_gradients([weight], 1.0)
+        torch.save({"grad": weight.grad, "encoded": encoded, "feats": feats.detach()},
+                   osp.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _split_problem():
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(11, 6, generator=g)
+    weight = torch.randn(6, 4, generator=g).requires_grad_()
+    x = torch.randn(7, 4, generator=g)
+    # rank 0 (samples 0-3) needs classes 0-5, rank 1 (samples 4-6) classes 3-10
+    label = torch.tensor([0, 5, 2, 3, 7, 10, 3])
+    classes = [torch.arange(0, 6), torch.arange(3, 11)]
+    return emb, weight, x, label, classes
+
+
+def test_split_text_side_gives_the_one_process_gradient(tmp_path):
+    """Two gloo ranks, each encoding half of the union of the classes their batches
+    need, end with the one-process gradient of the global-batch loss (shares 4 and 3)."""
+    import socket
+
+    import torch.multiprocessing as mp
+    import torch.nn.functional as F
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_split_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    emb, weight, x, label, classes = _split_problem()
+    total = 0
+    for rank, (start, stop) in enumerate([(0, 4), (4, 7)]):
+        feats = torch.tanh(emb[classes[rank]] @ weight)
+        target = torch.searchsorted(classes[rank], label[start:stop])
+        total = total + F.cross_entropy(x[start:stop] @ feats.t(), target) * (stop - start) / 7
+    total.backward()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    # the union 0-10 (11 classes) split 6 + 5: each rank encoded only its share
+    assert ranks[0]["encoded"] == [list(range(0, 6))]
+    assert ranks[1]["encoded"] == [list(range(6, 11))]
+    for r in range(2):
+        assert torch.allclose(ranks[r]["feats"], torch.tanh(emb[classes[r]] @ weight).detach(),
+                              atol=1e-6)
+        assert torch.allclose(ranks[r]["grad"], weight.grad, atol=1e-6, rtol=0), \
+            (ranks[r]["grad"] - weight.grad).abs().max()
 
 
 @pytest.mark.cuda

@@ -61,6 +61,9 @@ def test_two_workers_give_the_sequential_results(parallel_grid, demo_root, tmp_p
     assert "[4/4 finished]" in proc.stdout and "ETA" in proc.stdout
     # the mean +- std table of what ran, one block per experiment (both seeds)
     assert "## output/demo/SoftCPT/tiny_vit_ep10_1shots/NATA (seeds 1, 2)" in proc.stdout
+    # two methods: tools/compare.py's side-by-side table of the dataset and backbone ends it
+    table = proc.stdout.split("# demo, tiny_vit\n", 1)[1]
+    assert table.startswith("## 1 shots\n") and "CoOp" in table and "SoftCPT" in table
     # the same runs one after another (the scripts' default): identical metrics
     seq = grid(*SMALL, cwd=tmp_path, data=demo_root)
     assert "[run 4 of 4]" in seq.stdout
@@ -158,6 +161,38 @@ def test_a_failing_run_does_not_stop_the_grid(demo_root, tmp_path):
     assert (tmp_path / "output/demo/ZeroshotCLIP/tiny_vit_0shots/task/seed1/results.json").exists()
 
 
+def test_gpus_give_each_run_its_own_cuda_visible_devices(tmp_path, monkeypatch):
+    """--gpus 3,5: one run at a time per listed GPU, CUDA_VISIBLE_DEVICES set per run
+    (a stand-in interpreter records it; no GPU needed)."""
+    from tools import grid as g
+
+    fake = tmp_path / "fake-python"
+    fake.write_text("#!/bin/sh\n"
+                    "out=$3\n"  # $0 train.py --output-dir OUT ...
+                    "echo \"$CUDA_VISIBLE_DEVICES $(date +%s.%N)\" > \"$out/start\"\n"
+                    "sleep 1\n"
+                    "echo \"$(date +%s.%N)\" > \"$out/end\"\n")
+    fake.chmod(0o755)
+    runs = [g.Run(str(tmp_path / f"run{i}"), "CoOp", [], "demo", 1, i, "tiny_vit", "coop",
+                  digest="x", action="run") for i in range(4)]
+    g.run_local(runs, gpus=["3", "5"], python=str(fake), echo=False)
+    assert [r.status for r in runs] == ["done"] * 4
+    spans = {"3": [], "5": []}
+    for r in runs:
+        gpu, start = open(osp.join(r.out, "start")).read().split()
+        spans[gpu].append((float(start), float(open(osp.join(r.out, "end")).read())))
+    assert len(spans["3"]) == len(spans["5"]) == 2  # both GPUs used, one run each at a time
+    for gpu, s in spans.items():
+        (a0, a1), (b0, b1) = sorted(s)
+        assert a1 <= b0, f"two runs at once on GPU {gpu}"
+    # ids index the GPUs this process sees (CUDA_VISIBLE_DEVICES of the parent)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert g.visible_gpus(["0", "2"]) == ["4", "6"]
+    with pytest.raises(g.UserError, match="GPU 4 is not there"):
+        g.visible_gpus(["1", "4"])
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--methods", "nosuch", "--datasets", "demo"], "unknown method 'nosuch'"),
     (["--methods", "softcpt:XYZ", "--datasets", "demo"], "unknown variant 'XYZ'"),
@@ -219,8 +254,13 @@ def test_slurm_executor_runs_a_demo_grid(demo_root, tmp_path):
                     "shared/slurm/start-local-slurm.sh")
     if subprocess.run(["sinfo"], capture_output=True).returncode != 0:
         pytest.skip("sinfo finds no running SLURM controller")
+    bindir = osp.dirname(sys.executable)
+    partition = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True,
+                               text=True).stdout.split()[0]
     proc = grid(*SMALL, "--executor", "slurm", "--slurm-cpus", "1", "--slurm-time", "20",
-                cwd=tmp_path, data=demo_root, timeout=1200)
+                "--slurm-partition", partition, "--slurm-mem", "1",
+                "--slurm-extra", "comment=grid-test", "--python", "python", cwd=tmp_path,
+                data=demo_root, timeout=1200, env={"PATH": f"{bindir}:{os.environ['PATH']}"})
     print(proc.stdout)
     assert "Submitted 4 runs as SLURM job array" in proc.stdout
     assert "4 done, 0 skipped, 0 failed" in proc.stdout
@@ -229,3 +269,47 @@ def test_slurm_executor_runs_a_demo_grid(demo_root, tmp_path):
     for run in found:
         logs = [f for f in os.listdir(tmp_path / "output" / run) if f.startswith("slurm-")]
         assert logs, f"no SLURM log beside {run}"
+        with open(tmp_path / "output" / run / logs[0]) as f:
+            text = f.read()
+        # the job ran the grid's interpreter by its absolute path (the one with torch),
+        # not whatever 'python' the job's PATH finds
+        assert text.split("\n", 1)[0].split()[2] == osp.join(bindir, "python"), text[:300]
+        assert "Finish training" in text
+    # the options reached sbatch
+    scripts = [osp.join(d, f) for d, _, fs in os.walk(tmp_path / "output/.grid/slurm")
+               for f in fs if f.endswith("_submission.sh")]
+    assert len(scripts) == 1, scripts
+    with open(scripts[0]) as f:
+        sbatch = f.read()
+    for option in (f"--partition={partition}", "--cpus-per-task=1", "--time=20", "--mem=1GB",
+                   "--comment=grid-test", "--array=0-3"):
+        assert f"#SBATCH {option}" in sbatch, (option, sbatch)
+    # a second call finds them finished: nothing is submitted
+    again = grid(*SMALL, "--executor", "slurm", cwd=tmp_path, data=demo_root)
+    assert "0 done, 4 skipped, 0 failed" in again.stdout
+    assert "Submitted" not in again.stdout
+    # the grid stopped (killed) while its job runs: a new call does not submit that run
+    # again (two jobs in one folder) but leaves it to the job
+    long = ["--methods", "coop", "--datasets", "demo", "--shots", "1", "--seeds", "3",
+            "--opts", "OPTIM.MAX_EPOCH", "100000", "--executor", "slurm", "--slurm-cpus", "1"]
+    first = subprocess.Popen([sys.executable, GRID, "--data", demo_root, *long], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    array = None
+    try:
+        for line in first.stdout:
+            if line.startswith("Submitted"):
+                array = line.split("job array ")[1].split()[0]
+                break
+        assert array, "the grid submitted nothing"
+        first.kill()
+        first.wait()
+        second = grid(*long, cwd=tmp_path, data=demo_root)
+        print(second.stdout)
+        assert "1 still running as SLURM jobs of an earlier call (left alone)" in second.stdout
+        assert f"(SLURM job {array}" in second.stdout
+        assert "Submitted" not in second.stdout
+        assert "0 done, 0 skipped, 0 failed, 1 still running in SLURM" in second.stdout
+    finally:
+        first.kill()
+        if array:
+            subprocess.run(["scancel", array])

@@ -7,6 +7,15 @@ synthetic tasks and images (no dataset).
     python tools/bench.py --arch vit_b16 open_clip:ViT-B-16 --methods CoOp   # side by side
     python tools/bench.py --mode cache --arch vit_b16 --images 200 --eval-classes 100 --threads 2
 
+``--mode ddp-text`` times the class prompts split over DDP ranks (tools/bench_ddp.py):
+
+    python tools/bench.py --mode ddp-text --arch tiny_vit --tasks 1 --classes 1000 --batch 8
+
+``--mode grid`` times a demo grid (tools/grid.py) with 1 and K workers (tools/bench_grid.py):
+
+    python tools/bench.py --mode grid --grid-methods coop softcpt coop_mt --grid-seeds 1 2 \
+        --grid-shots 4 --workers 2 --threads 1
+
 ``--mode cache`` times the frozen-feature cache instead (cache_bench): one
 evaluation pass over image files on disk with the cache off, cold and warm,
 then a grid of demo runs (train.py, 3 methods x 2 seeds) with the cache off
@@ -72,8 +81,9 @@ def bench_cfg(method, args):
     return cfg
 
 
-def worker(args):
-    """Build one trainer around a random CLIP and time its training steps."""
+def build_bench_trainer(method, args):
+    """A METHOD trainer around a random CLIP of ``args.arch`` on synthetic tasks
+    (no dataset, no loaders): (trainer, cfg, tasks)."""
     import torch
 
     import trainers  # noqa: F401  (registers the trainers)
@@ -81,9 +91,8 @@ def worker(args):
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    device = torch.device(args.device)
     tasks = synthetic_tasks(args.tasks, args.classes)
-    cls = TRAINER_REGISTRY.get(args.worker)
+    cls = TRAINER_REGISTRY.get(method)
 
     class Bench(cls):
         def build_data_loader(self):  # synthetic tasks instead of a dataset
@@ -94,10 +103,19 @@ def worker(args):
             self.dm = SimpleNamespace(dataset=SimpleNamespace(
                 classnames=list(self.lab2cname.values()), tasks=tasks))
 
-    cfg = bench_cfg(args.worker, args)
+    cfg = bench_cfg(method, args)
     trainer = Bench(cfg)
     trainer.set_model_mode("train")
     trainer.epoch, trainer.batch_idx, trainer.num_batches = 0, 0, 10 ** 9
+    return trainer, cfg, tasks
+
+
+def worker(args):
+    """Build one trainer around a random CLIP and time its training steps."""
+    import torch
+
+    device = torch.device(args.device)
+    trainer, cfg, tasks = build_bench_trainer(args.worker, args)
     after_build = rss_mb()
     n_params = sum(p.numel() for n in trainer.get_model_names()
                    for p in trainer._models[n].parameters() if p.requires_grad)
@@ -150,12 +168,20 @@ def get_parser():
     p.add_argument("--prec", default="fp16", help="PREC on CUDA (fp16 amp bf16 fp32); CPU: fp32")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     # --mode cache (tools/bench_cache.py)
-    p.add_argument("--mode", default="train", choices=("train", "cache"),
-                   help="train: training steps per method; cache: the feature cache")
+    p.add_argument("--mode", default="train", choices=("train", "cache", "ddp-text", "grid"),
+                   help="train: training steps per method; cache: the feature cache; "
+                   "ddp-text: class prompts split over DDP ranks (tools/bench_ddp.py); "
+                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py)")
+    p.add_argument("--workers", type=int, default=2, help="grid: workers of the parallel grid")
+    p.add_argument("--grid-epochs", type=int, default=10, help="grid: OPTIM.MAX_EPOCH")
+    p.add_argument("--nproc", type=int, default=2, help="ddp-text: gloo processes")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="ddp-text, grid: rounds of the settings, side by side")
     p.add_argument("--images", type=int, default=200, help="cache: image files to evaluate")
     p.add_argument("--eval-classes", type=int, default=100, help="cache: classes of those images")
     p.add_argument("--eval-batch", type=int, default=50, help="cache: evaluation batch size")
-    p.add_argument("--threads", type=int, default=2, help="torch/OMP threads per process")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch/OMP threads per process (default 2; ddp-text and grid: 1)")
     p.add_argument("--grid-methods", nargs="+", default=["ZeroshotCLIP", "LinearProbeCLIP", "CoOp"])
     p.add_argument("--grid-seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--grid-shots", type=int, default=4)
@@ -177,6 +203,26 @@ def main(argv=None):
         archs = [canonical_name(a) for a in args.arch]
     except UserError as e:
         raise SystemExit(f"error: {one_line(e)}")
+    if args.mode in ("grid", "ddp-text"):
+        if len(archs) > 1:
+            raise SystemExit(f"error: --mode {args.mode} times one backbone; give one --arch")
+        args.arch = archs[0]
+    if args.mode == "grid":
+        from tools.bench_grid import grid_bench
+
+        args.threads = args.threads or 1
+        return grid_bench(args)
+    if args.mode == "ddp-text":
+        from tools.bench_ddp import ddp_text_bench
+
+        if args.device != "cpu":
+            raise SystemExit("error: --mode ddp-text runs gloo processes on the CPU; drop "
+                             "--device")
+        args.threads = args.threads or 1
+        args.methods = [m for m in args.methods if m in ("CoOp", "SoftCPT")] or ["CoOp"]
+        return ddp_text_bench(args)
+    if args.threads is None:
+        args.threads = 2
     if args.mode == "cache":
         if len(archs) > 1:
             raise SystemExit("error: --mode cache times one backbone; give one --arch")

@@ -473,7 +473,8 @@ def move_aside(out):
 
 def plan(runs, dry_run=False):
     """Decide each run's action from its folder: skip (results.json with the same
-    digest), redo (another config's folder: moved aside), resume (interrupted), run."""
+    digest), redo (another config's folder: moved aside), resume (interrupted), run,
+    or running (a SLURM job of an earlier, stopped call still has it: left alone)."""
     moved = []
     for r in runs:
         if not osp.isdir(r.out):
@@ -481,7 +482,11 @@ def plan(runs, dry_run=False):
             continue
         has_results = osp.isfile(osp.join(r.out, "results.json"))
         found = read_digest(r.out)
-        if has_results and found == r.digest:
+        job = None if has_results else read_record(r.out).get("slurm_job")
+        if job and slurm_job_active(job):
+            # submitted by an earlier call that was stopped: the job still owns the folder
+            r.action, r.status, r.slurm_job = "running", "running", job
+        elif has_results and found == r.digest:
             r.action = "skip"
         elif has_results or (found is not None and found != r.digest):
             r.action = "redo"
@@ -492,14 +497,43 @@ def plan(runs, dry_run=False):
     return moved
 
 
-def write_record(r):
+def write_record(r, slurm_job=None):
     """Note the run's digest and command in its folder before it starts, so an
-    interrupted run is recognised (and a changed config is not resumed)."""
+    interrupted run is recognised (and a changed config is not resumed); with the
+    SLURM job that runs it, so a later call leaves a still-running job alone."""
     import json
     from toolbox.utils import atomic_write
     os.makedirs(r.out, exist_ok=True)
     rec = {"config_digest": r.digest, "command": r.command(python="python")}
+    if slurm_job:
+        rec["slurm_job"] = slurm_job
     atomic_write(osp.join(r.out, ".grid-run.json"), lambda f: f.write(json.dumps(rec, indent=1)))
+
+
+def read_record(out):
+    """The grid's record of a run folder ({} when there is none or it is unreadable)."""
+    import json
+    try:
+        with open(osp.join(out, ".grid-run.json")) as f:
+            rec = json.load(f)
+        return rec if isinstance(rec, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+SLURM_ACTIVE = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED,REQUEUED,RESIZING"
+
+
+def slurm_job_active(job_id):
+    """True when SLURM (squeue) still has JOB_ID (e.g. 123_4) pending or running."""
+    if shutil.which("squeue") is None:
+        return False
+    try:
+        proc = subprocess.run(["squeue", "-h", "-j", str(job_id), "-t", SLURM_ACTIVE, "-o",
+                               "%T"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and bool(proc.stdout.strip())
 
 
 # ---------------------------------------------------------------------------
@@ -690,10 +724,25 @@ def run_slurm(runs, args, python=None):
     t0 = time.time()
     with executor.batch():
         jobs = [executor.submit(fn) for fn in fns]
-    print(f"Submitted {len(jobs)} runs as SLURM job array {jobs[0].job_id.split('_')[0]} "
+    array = jobs[0].job_id.split('_')[0]
+    for r, job in zip(runs, jobs):
+        write_record(r, slurm_job=job.job_id)
+    print(f"Submitted {len(jobs)} runs as SLURM job array {array} "
           f"(submitit logs in {folder})", flush=True)
     progress = Progress(len(runs), args.slurm_parallel or len(runs))
     left = dict(zip(range(len(jobs)), jobs))
+    try:
+        _wait_slurm(runs, left, progress, t0)
+    except KeyboardInterrupt:
+        print(f"Interrupted: the {len(left)} unfinished runs of SLURM job array {array} keep "
+              f"running (scancel {array} stops them); the same command later skips the "
+              "finished runs, leaves running ones alone and resumes the others",
+              file=sys.stderr)
+        raise
+    return runs
+
+
+def _wait_slurm(runs, left, progress, t0):
     while left:
         for i, job in list(left.items()):
             if job.done():
@@ -711,7 +760,6 @@ def run_slurm(runs, args, python=None):
                 del left[i]
         if left:
             time.sleep(2)
-    return runs
 
 
 # ---------------------------------------------------------------------------
@@ -793,7 +841,8 @@ def get_parser():
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--no-table", action="store_true", help="no result tables at the end")
     p.add_argument("--compare", action="store_true",
-                   help="end with tools/compare.py's table per dataset and backbone")
+                   help="end with tools/compare.py's table per dataset and backbone (the "
+                   "default when the grid has several methods or variants)")
     return p
 
 
@@ -838,19 +887,30 @@ def main(argv=None):
             gpus = visible_gpus([g for g in re.split(r"[,\s]+", args.gpus.strip()) if g])
         if args.workers < 1:
             raise UserError(f"--workers must be at least 1, got {args.workers}")
+        # An absolute interpreter: a SLURM job (or a worker with another PATH) must find
+        # the same Python, with torch, as the one the grid was started with.
+        python = shutil.which(args.python)
+        if python is None:
+            raise UserError(f"--python / PYTHON: no interpreter '{args.python}' found; give "
+                            "the path of the Python that has the requirements installed")
+        args.python = osp.abspath(python)
         compute_digests(runs)
         moved = plan(runs, dry_run=args.dry_run)
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    todo = [r for r in runs if r.action != "skip"]
+    todo = [r for r in runs if r.action not in ("skip", "running")]
+    running = [r for r in runs if r.action == "running"]
     for r in runs:
         if r.action == "skip":
             r.status = "skipped"
-    print(f"Grid: {len(runs)} runs, {len(runs) - len(todo)} finished already (skipped), "
-          f"{len(todo)} to run"
-          + (f" ({sum(r.action == 'resume' for r in todo)} resumed)" if todo else ""),
-          flush=True)
+    print(f"Grid: {len(runs)} runs, {sum(r.action == 'skip' for r in runs)} finished already "
+          f"(skipped), {len(todo)} to run"
+          + (f" ({sum(r.action == 'resume' for r in todo)} resumed)" if todo else "")
+          + (f", {len(running)} still running as SLURM jobs of an earlier call (left alone)"
+             if running else ""), flush=True)
+    for r in running:
+        print(f"  running: {r.out} (SLURM job {r.slurm_job})", flush=True)
     for old, new in moved:
         print(f"Config changed: moved {old} aside to {new}", flush=True)
     if args.dry_run:
@@ -865,19 +925,24 @@ def main(argv=None):
         elif todo:
             run_local(todo, args.workers, gpus, args.python)
     except KeyboardInterrupt:
-        print("Interrupted; run the same command again to resume", file=sys.stderr)
+        if args.executor != "slurm":  # (run_slurm said what happens to its jobs)
+            print("Interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     failed = [r for r in runs if r.status == "failed"]
     done = sum(r.status == "done" for r in runs)
     print(f"\nGrid finished in {fmt_time(time.time() - t0)}: {done} done, "
-          f"{len(runs) - len(todo)} skipped, {len(failed)} failed")
+          f"{sum(r.action == 'skip' for r in runs)} skipped, {len(failed)} failed"
+          + (f", {len(running)} still running in SLURM (run the same command again when "
+             "they end)" if running else ""))
     for r in failed:
         print(f"  failed: {r.out} (exit {r.rc}); log: {getattr(r, 'log_file', r.log)}")
     if not args.no_table:
         table = results_table(runs)
         if table:
             print("\nMean ± std over seeds of the grid's runs:\n" + table)
-        if args.compare:
+        # several methods or variants: tools/compare.py's side-by-side table too
+        compared = {(r.method, osp.basename(osp.dirname(r.out))) for r in runs}
+        if args.compare or len(compared) > 1:
             shots = sorted({r.shots for r in runs if r.shots > 0}) or [0]
             print("\n" + compare_tables(runs, shots, args.output_root))
     return 1 if failed else 0

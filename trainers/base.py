@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from toolbox.metrics.per_task import class_to_task, restrict_to_own_task
 from toolbox.engine import TrainerX
+from toolbox.engine import distributed as ddp
 from toolbox.errors import check_choice
 from toolbox.metrics import compute_accuracy
 from toolbox.optim import build_lr_scheduler, build_optimizer
@@ -126,6 +127,7 @@ class ClipTrainer(TrainerX):
         """One optimizer step over every registered model."""
         self.detect_anomaly(loss)
         self.model_zero_grad()
+        loss = self.ddp_weighted(loss)  # DDP: this rank's share of the global batch
         if self.scaler is None:
             loss.backward()
             self.model_update()
@@ -136,6 +138,44 @@ class ClipTrainer(TrainerX):
                 if self._optims[name] is not None:
                     self.scaler.step(self._optims[name])
             self.scaler.update()
+
+    # ---- text side over DDP ranks -----------------------------------------------
+
+    # DDP: each rank encodes a contiguous share of the class prompts (False: every rank
+    # encodes all the classes its own batch needs, as a single process does).
+    split_text = True
+
+    def split_over_ranks(self, encode, classes, same_on_all_ranks=False, chunk=None):
+        """``encode(classes)``: the (len(classes), d) text features of the global class
+        indices ``classes``. In one process, that call. Under DDP the classes of all
+        ranks (their union; ``same_on_all_ranks``: already the same everywhere, as in
+        evaluation) are split into contiguous shares, each rank encodes its share (in
+        chunks of ``chunk`` classes when given), and the features are gathered on every
+        rank with their gradients (toolbox/engine/distributed.py): the text encoder's
+        cost per step is divided by the number of ranks, the result is the same."""
+        if not (self.split_text and ddp.is_distributed()):
+            return encode(classes)
+        needed = classes if same_on_all_ranks else ddp.union_of_indices(classes,
+                                                                        self.num_classes)
+        world = ddp.get_world_size()
+        if needed.numel() < world:  # too few to give every rank a share
+            return encode(classes)
+        start, stop = ddp.share_bounds(needed.numel())
+        mine = needed[start:stop]
+        if chunk:
+            feats = torch.cat([encode(mine[i:i + chunk]) for i in range(0, mine.numel(), chunk)])
+        else:
+            feats = encode(mine)
+        sizes = [b - a for a, b in (ddp.share_bounds(needed.numel(), r, world)
+                                    for r in range(world))]
+        if not getattr(self, "_split_noted", False):
+            self._split_noted = True
+            print(f"DDP: the class prompts are split over {world} ranks (first split: "
+                  f"{needed.numel()} classes as {'+'.join(map(str, sizes))})", flush=True)
+        every = ddp.all_gather_rows(feats, sizes)
+        if same_on_all_ranks:
+            return every
+        return every[torch.searchsorted(needed, classes)]
 
     # ---- evaluation -----------------------------------------------------------
 

@@ -1,10 +1,12 @@
 """CoOp (Zhou et al., IJCV 2022): a learnable context shared by all classes
 (or one per class with CSC) in front of, around or after the class name."""
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
+from toolbox.engine import distributed as ddp
 
 from .base import ClipTrainer
 from .clip_model import PromptAssembler, TextEncoder, context_init, text_tower
@@ -53,10 +55,21 @@ class CoOp(ClipTrainer):
         self.model = self.prompt_learner  # the trainable part
         self.register_trainable("prompt_learner", self.prompt_learner)
 
-    def text_features(self, index=None):
+    def encode_classes(self, index=None):
+        """Normalised text features of the classes ``index`` (all when None)."""
         prompts = self.prompt_learner(index)
         return F.normalize(self.text_encoder(prompts, self.prompt_learner.tokens(index)).float(),
                            dim=-1)
+
+    def text_features(self, index=None):
+        """``encode_classes``; under DDP each rank encodes its share of the classes
+        (ClipTrainer.split_over_ranks)."""
+        if index is None:
+            if not ddp.is_distributed():
+                return self.encode_classes()
+            index = torch.arange(self.num_classes, device=self.device)
+            return self.split_over_ranks(self.encode_classes, index, same_on_all_ranks=True)
+        return self.split_over_ranks(self.encode_classes, index)
 
     def forward_train(self, image, label, task):
         classes = self.batch_classes(task)

@@ -243,10 +243,16 @@ class SoftCPT(ClipTrainer):
         return {"variant": variant_name(self.settings) or "custom",
                 "softcpt": dict(self.settings, META_NET=self.cfg.TRAINER.SOFTCPT.META_NET)}
 
-    def text_features(self, classes):
+    def encode_classes(self, classes):
+        """Normalised text features of the global class indices ``classes``."""
         prompts = self.prompt_learner(self.text_encoder, classes)
         tokens = self.prompt_learner.class_prompts.tokens(classes)
         return F.normalize(self.text_encoder(prompts, tokens).float(), dim=-1)
+
+    def text_features(self, classes):
+        """``encode_classes``; under DDP each rank encodes its share of the classes
+        (and the task prompts those need; ClipTrainer.split_over_ranks)."""
+        return self.split_over_ranks(self.encode_classes, classes)
 
     def sample_classes(self, classes, label):
         """The batch's labels plus, for every task among ``classes``,
@@ -278,5 +284,5 @@ class SoftCPT(ClipTrainer):
     def class_text_features(self, chunk=512):
         # Chunks bound the memory of encoding thousands of class prompts at once.
         every = torch.arange(self.num_classes, device=self.device)
-        return torch.cat([self.text_features(every[i:i + chunk])
-                          for i in range(0, every.numel(), chunk)])
+        return self.split_over_ranks(self.encode_classes, every, same_on_all_ranks=True,
+                                     chunk=chunk)

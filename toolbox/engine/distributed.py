@@ -4,11 +4,19 @@ torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; ``init_from_env`` then joins the
 process group (NCCL on GPUs, gloo on CPU). The trainer uses the helpers below:
 
 - training: every rank walks the single-process loader's global batches in the same
-  order and takes its contiguous share of each (``DistributedBatchSampler``); the
-  gradients are summed over ranks weighted by each share's size, so a step equals the
-  single-process step on the whole global batch;
+  order and takes its contiguous share of each (``DistributedBatchSampler``); each rank's
+  loss is weighted by its share's size (``weighted_loss``, in the trainer's backward) and
+  the gradients are summed over ranks, so a step equals the single-process step on the
+  whole global batch (a trainer that calls ``loss.backward()`` itself gets the weights
+  applied to the gradients instead, ``all_reduce_gradients``);
 - evaluation: each rank runs every N-th evaluation batch, the outputs are gathered and
   evaluated in the single-process order;
+- the text side (``ClipTrainer.split_over_ranks``): the class prompts a step needs (the
+  union over ranks) are split into contiguous shares, each rank encodes its share, and
+  ``all_gather_rows`` gives every rank all features, with their gradients: backward sums
+  the ranks' gradients of the gathered features and hands each rank its share's rows.
+  For that sum to be the gradient of the global-batch mean, each rank's loss is weighted
+  by its share of the global batch before backward (``weighted_loss``);
 - only rank 0 writes logs, TensorBoard scalars, checkpoints and results.json.
 
 Exactness holds for trainers whose training step draws no random numbers per sample
@@ -134,9 +142,67 @@ def batch_weight(loader):
     return 1.0
 
 
+def share_bounds(n, rank=None, world_size=None):
+    """[start, stop) of this rank's contiguous share of ``n`` items (shares differ by at
+    most one, the first ranks take the extra ones, as ``DistributedBatchSampler``)."""
+    rank = get_rank() if rank is None else rank
+    world = get_world_size() if world_size is None else world_size
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def union_of_indices(index, n):
+    """Sorted union over ranks of the integer tensor ``index`` (values in [0, n))."""
+    mask = torch.zeros(n, dtype=torch.float32, device=index.device)
+    mask[index] = 1.0
+    if is_distributed():
+        dist.all_reduce(mask, op=dist.ReduceOp.MAX)
+    return torch.nonzero(mask > 0, as_tuple=False).view(-1)
+
+
+class _GatherRows(torch.autograd.Function):
+    """Forward: the rows of every rank's tensor, concatenated in rank order. Backward:
+    the gradient of the concatenation summed over ranks, this rank's rows of it."""
+
+    @staticmethod
+    def forward(ctx, mine, sizes):
+        ctx.sizes, ctx.rank = sizes, get_rank()
+        biggest = max(sizes)
+        buf = mine.new_zeros((biggest,) + tuple(mine.shape[1:]))
+        buf[:mine.shape[0]] = mine
+        parts = [torch.empty_like(buf) for _ in sizes]
+        dist.all_gather(parts, buf)
+        return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        start = sum(ctx.sizes[:ctx.rank])
+        return grad[start:start + ctx.sizes[ctx.rank]], None
+
+
+def all_gather_rows(mine, sizes):
+    """Every rank's ``mine`` (rank r has ``sizes[r]`` rows, same trailing shape and dtype
+    on all ranks) concatenated in rank order, on every rank; differentiable: the
+    gradient reaching rank r's rows is the sum over ranks of the gradients of those rows
+    (so every rank's loss must already carry its weight, see ``weighted_loss``)."""
+    if not is_distributed():
+        return mine
+    return _GatherRows.apply(mine, list(sizes))
+
+
+def weighted_loss(loss, weight):
+    """The loss to back-propagate on this rank: weighted by its share of the global
+    batch under DDP (the gradients are then summed with weight 1)."""
+    return loss * weight if is_distributed() else loss
+
+
 def all_reduce_gradients(params, weight):
     """grad <- sum over ranks of weight_r * grad_r (each rank's loss is the mean over its
-    share, so this is the gradient of the mean over the global batch). A parameter
+    share, so this is the gradient of the mean over the global batch; weight 1 when the
+    losses were weighted before backward). A parameter
     without a gradient on every rank keeps none, as in one process."""
     if not is_distributed():
         return

@@ -437,16 +437,29 @@ class TrainerBase:
 
     def model_backward(self, loss):
         self.detect_anomaly(loss)
-        loss.backward()
+        self.ddp_weighted(loss).backward()
+
+    def ddp_weighted(self, loss):
+        """DDP: the loss weighted by this rank's share of the global batch, to
+        back-propagate (the gradients are then summed over ranks as they are); in
+        one process the loss itself. Back-propagating through features gathered from
+        other ranks (ClipTrainer.split_over_ranks) needs this weighting."""
+        if not ddp.is_distributed():
+            return loss
+        self._loss_weighted = True
+        return ddp.weighted_loss(loss, getattr(self, "grad_weight", 1.0))
 
     def sync_gradients(self, names=None):
-        """DDP: sum the gradients over ranks, weighted by each rank's share of the
-        global batch (toolbox/engine/distributed.py); nothing in one process."""
+        """DDP: sum the gradients over ranks, each rank's weighted by its share of
+        the global batch unless its loss already was (``ddp_weighted``; the case of
+        every backward of the toolbox's trainers) (toolbox/engine/distributed.py);
+        nothing in one process."""
         if not ddp.is_distributed():
             return
         params = [p for name in self.get_model_names(names) if self._optims[name] is not None
                   for g in self._optims[name].param_groups for p in g["params"]]
-        ddp.all_reduce_gradients(params, getattr(self, "grad_weight", 1.0))
+        weighted, self._loss_weighted = getattr(self, "_loss_weighted", False), False
+        ddp.all_reduce_gradients(params, 1.0 if weighted else getattr(self, "grad_weight", 1.0))
 
     def model_update(self, names=None):
         self.sync_gradients(names)
