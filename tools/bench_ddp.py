@@ -21,7 +21,8 @@ included): the work a rank does, which a loaded machine does not change as much 
 wall time. Every process
 has ``--threads`` torch threads (default 1), so N processes use N cores; on a machine
 with fewer free cores than processes the split cannot pay off. The gradients of the
-split and unsplit settings are checked equal (to 1e-5) on the first step.
+split and unsplit settings are checked equal on the first step (to 1e-5 of each
+gradient's largest entry: summing over ranks rounds differently).
 """
 import contextlib
 import io
@@ -146,7 +147,8 @@ def ddp_text_bench(args):
                     first.setdefault(name, r["grads"])
             ref = first[settings[0][0]]
             for name, _, _ in settings:
-                same = all(torch.allclose(a, b, atol=1e-5, rtol=0)
+                # relative to each gradient's scale: summing over ranks rounds differently
+                same = all(float((a - b).abs().max()) <= 1e-5 * float(a.abs().max()) + 1e-8
                            for a, b in zip(ref, first[name]))
                 if not same:
                     raise SystemExit(f"error: {method} {name}: first-step gradients differ "
