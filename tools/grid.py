@@ -79,11 +79,15 @@ def is_suite(dataset):
     path = osp.join(CONFIGS, "datasets", dataset + ".yaml")
     if not osp.isfile(path):
         return False
+    import yaml
+
     with open(path) as f:
-        text = f.read()
-    if text.startswith("# suite"):
-        return True
-    return re.search(r"^\s*SUITE:\s*(True|true|1)\s*(#.*)?$", text, re.M) is not None
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{path} is not valid YAML ({one_line(e)}); fix that file")
+    # the explicit key only: a '# suite' comment (the old marker) no longer counts
+    return bool((data.get("DATASET") or {}).get("SUITE", False))
 
 
 def _config_ctx_init(trainer, cfg_name, dataset=None):
