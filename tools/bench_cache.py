@@ -142,18 +142,20 @@ def grid(args, work):
     commands = []
     for method in args.grid_methods:
         for seed in args.grid_seeds:
-            commands.append((method, seed, [
-                sys.executable, osp.join(ROOT, "train.py"), "--root", data, "--seed", str(seed),
-                "--trainer", method, "--dataset-config-file",
+            commands.append((method, seed, lambda out, *opts, m=method, s=seed: [
+                sys.executable, osp.join(ROOT, "train.py"), "--root", data, "--seed", str(s),
+                "--trainer", m, "--dataset-config-file",
                 osp.join(ROOT, "configs/datasets/demo.yaml"),
-                "--config-file", osp.join(ROOT, GRID_CONFIGS[method]),
-                "DATASET.NUM_SHOTS", str(args.grid_shots)]))
+                "--config-file", osp.join(ROOT, GRID_CONFIGS[m]), "--output-dir", out,
+                "DATASET.NUM_SHOTS", str(args.grid_shots), *opts]))
     # the few-shot draws and split files are written by an untimed first run
     for method, seed, cmd in commands:
         if method == args.grid_methods[0]:
-            subprocess.run(cmd + ["--output-dir", osp.join(work, "warmup", str(seed)),
-                                  "FEATURE_CACHE.ENABLED", "False"],
-                           cwd=ROOT, env=_env(args.threads), capture_output=True, check=True)
+            proc = subprocess.run(cmd(osp.join(work, "warmup", str(seed)),
+                                      "FEATURE_CACHE.ENABLED", "False"),
+                                  cwd=ROOT, env=_env(args.threads), capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"error: the untimed first run failed:\n{proc.stderr[-2000:]}")
     out = {}
     for mode in ("off", "on"):
         extra = ["FEATURE_CACHE.ENABLED", "False"] if mode == "off" else \
@@ -162,7 +164,7 @@ def grid(args, work):
         table = {}
         for method, seed, cmd in commands:
             run_dir = osp.join(work, f"grid_{mode}", f"{method}_seed{seed}")
-            proc = subprocess.run(cmd + ["--output-dir", run_dir] + extra, cwd=ROOT,
+            proc = subprocess.run(cmd(run_dir, *extra), cwd=ROOT,
                                   env=_env(args.threads), capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"error: {method} seed {seed} failed:\n{proc.stderr[-2000:]}")
