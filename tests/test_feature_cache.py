@@ -121,6 +121,19 @@ def test_warm_pass_reads_no_image(data_root, tmp_path, monkeypatch, capsys):
     assert all(torch.equal(a, b) for a, b in zip(again[2], first[2]))
 
 
+def test_evaluation_leaves_the_global_rng_alone(data_root, tmp_path):
+    """The image loader draws a seed from the global RNG, cached batches do not:
+    evaluation runs in a forked RNG, so training after it draws the same
+    numbers with the cache off, cold or warm."""
+    trainer = build(data_root, tmp_path / "cache", "CoOp")
+    for cache in (None, False, "warm"):  # off, cold (built on first use), warm
+        if cache != "warm":
+            trainer._feature_cache = cache
+        state = torch.get_rng_state()
+        evaluate(trainer, "val")
+        assert torch.equal(torch.get_rng_state(), state), cache
+
+
 def _results(out):
     with open(osp.join(out, "results.json")) as f:
         r = json.load(f)
@@ -145,6 +158,10 @@ def test_train_py_results_identical_cold_warm_disabled(data_root, tmp_path, name
     cold, log_cold = run("cold")
     warm, log_warm = run("warm")
     assert cold == off and warm == off
+    if name == "CoOp":  # the trained weights too: evaluation draws no training random number
+        ctx = [torch.load(tmp_path / t / "prompt_learner" / "model.pth.tar-2",
+                          weights_only=True)["state_dict"]["ctx"] for t in ("off", "cold", "warm")]
+        assert torch.equal(ctx[0], ctx[1]) and torch.equal(ctx[0], ctx[2])
     assert "Image features" not in log_off
     assert counts(log_cold)[0] == 0 and counts(log_cold)[1] > 1500
     assert counts(log_warm) == (counts(log_cold)[1], 0)

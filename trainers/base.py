@@ -9,7 +9,9 @@
   computed over only the classes of the tasks present in the batch;
 - evaluation that encodes every class prompt once per pass, and reads image
   features from the frozen-feature cache (trainers/feature_cache.py) instead
-  of decoding and encoding every image again.
+  of decoding and encoding every image again; evaluation leaves the global
+  RNG as it found it, so training draws the same numbers whether the cache
+  was cold, warm or off.
 """
 import torch
 import torch.nn.functional as F
@@ -187,6 +189,14 @@ class ClipTrainer(TrainerX):
         return FeatureBatches(feats, items, loader.batch_size)
 
     def test(self, split=None):
+        # The image loader draws a seed from the global RNG, cached batches do
+        # not: evaluating in a forked RNG keeps training's random numbers the
+        # same with the cache cold, warm or off.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return self._test(split)
+
+    def _test(self, split=None):
         self._eval_text = None
         split = split or self.cfg.TEST.SPLIT
         attr = "val_loader" if split == "val" and self.val_loader is not None else "test_loader"
