@@ -71,8 +71,9 @@ class CoCoOp(ClipTrainer):
             logits[i, index] = self.logit_scale * image_features[i] @ text.t()
         return logits
 
+    @accepts_features
     def forward_train(self, image, label, task):
-        logits = self.conditional_logits(self.encode_image(image), task)
+        logits = self.conditional_logits(self.image_features(image), task)
         loss = F.cross_entropy(logits, label)
         return loss, logits, label, {}
 

@@ -7,6 +7,7 @@ from yacs.config import CfgNode as CN
 from toolbox.engine import TRAINER_REGISTRY
 
 from .base import ClipTrainer
+from .feature_cache import accepts_features
 from .clip_model import PromptAssembler, TextEncoder, context_init, text_tower
 
 
@@ -58,9 +59,10 @@ class CoOp(ClipTrainer):
         return F.normalize(self.text_encoder(prompts, self.prompt_learner.tokens(index)).float(),
                            dim=-1)
 
+    @accepts_features
     def forward_train(self, image, label, task):
         classes = self.batch_classes(task)
-        logits = self.logit_scale * self.encode_image(image) @ self.text_features(classes).t()
+        logits = self.logit_scale * self.image_features(image) @ self.text_features(classes).t()
         loss, logits, target = self.task_loss(logits, label, task, classes)
         return loss, logits, target, {}
 
