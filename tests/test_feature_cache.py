@@ -92,14 +92,23 @@ def test_every_trainer_evaluates_identically_cold_warm_and_disabled(data_root, t
     trainer = build(data_root, tmp_path / "cache", name, tasks=tasks)
     if name == "LinearProbeCLIP":
         trainer.fit()
+    if name == "CoCoOp":  # prompts per image: every 20th test image of both tasks (fast)
+        from toolbox.data.data_manager import build_data_loader
+
+        loader = trainer.test_loader
+        trainer.test_loader = build_data_loader(
+            trainer.cfg, "SequentialSampler", data_source=trainer.dm.dataset.test[::20],
+            batch_size=loader.batch_size, tfm=loader.dataset.transform, is_train=False)
+    n = len(trainer.test_loader.dataset.data_source)
+    assert len({it.task for it in trainer.test_loader.dataset.data_source}) == 2
     trainer._feature_cache = None  # disabled: images through the encoder
     off = evaluate(trainer)
     capsys.readouterr()
     trainer._feature_cache = False  # rebuilt from the config on first use
     cold = evaluate(trainer)
-    assert counts(capsys.readouterr().out) == (0, 1079)
+    assert counts(capsys.readouterr().out) == (0, n)
     warm = evaluate(trainer)
-    assert counts(capsys.readouterr().out) == (1079, 0)
+    assert counts(capsys.readouterr().out) == (n, 0)
     for run in (cold, warm):
         assert run[0] == off[0] and run[1] == off[1]
         assert len(run[2]) == len(off[2])
@@ -119,6 +128,37 @@ def test_warm_pass_reads_no_image(data_root, tmp_path, monkeypatch, capsys):
     again = evaluate(trainer)
     assert again[0] == first[0]
     assert all(torch.equal(a, b) for a, b in zip(again[2], first[2]))
+
+
+def test_evaluation_leaves_the_global_rng_alone(data_root, tmp_path):
+    """The image loader draws a seed from the global RNG, cached batches do not:
+    evaluation runs in a forked RNG, so training after it draws the same
+    numbers with the cache off, cold or warm."""
+    trainer = build(data_root, tmp_path / "cache", "CoOp")
+    for cache in (None, False, "warm"):  # off, cold (built on first use), warm
+        if cache != "warm":
+            trainer._feature_cache = cache
+        state = torch.get_rng_state()
+        evaluate(trainer, "val")
+        assert torch.equal(torch.get_rng_state(), state), cache
+
+
+def test_weights_hash_is_remembered_by_path_size_and_mtime(tmp_path):
+    from toolbox.features.identity import MEMO_FILE, file_sha256
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights v1")
+    memo = tmp_path / "memo"
+    real = file_sha256(str(weights), str(memo))
+    with open(memo / MEMO_FILE) as f:
+        saved = json.load(f)
+    assert saved[str(weights)]["sha256"] == real
+    saved[str(weights)]["sha256"] = "remembered"  # the memo is read, the file not hashed again
+    with open(memo / MEMO_FILE, "w") as f:
+        json.dump(saved, f)
+    assert file_sha256(str(weights), str(memo)) == "remembered"
+    weights.write_bytes(b"weights v2")  # new size and mtime: hashed again
+    assert file_sha256(str(weights), str(memo)) not in ("remembered", real)
 
 
 def _results(out):
@@ -145,6 +185,10 @@ def test_train_py_results_identical_cold_warm_disabled(data_root, tmp_path, name
     cold, log_cold = run("cold")
     warm, log_warm = run("warm")
     assert cold == off and warm == off
+    if name == "CoOp":  # the trained weights too: evaluation draws no training random number
+        ctx = [torch.load(tmp_path / t / "prompt_learner" / "model.pth.tar-2",
+                          weights_only=True)["state_dict"]["ctx"] for t in ("off", "cold", "warm")]
+        assert torch.equal(ctx[0], ctx[1]) and torch.equal(ctx[0], ctx[2])
     assert "Image features" not in log_off
     assert counts(log_cold)[0] == 0 and counts(log_cold)[1] > 1500
     assert counts(log_warm) == (counts(log_cold)[1], 0)
@@ -420,14 +464,29 @@ def _tool(*argv):
                           env=dict(os.environ, OMP_NUM_THREADS="2"))
 
 
-def test_cache_tool_precompute_list_prune(data_root, tmp_path):
+def _tool_here(capsys, *argv):
+    """tools/cache.py's main() in this process (list and prune import little; a
+    subprocess would mostly time Python's start): (exit code, stdout, stderr)."""
+    from tools import cache as tool
+
+    capsys.readouterr()
+    try:
+        tool.main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
+
+
+def test_cache_tool_precompute_list_prune(data_root, tmp_path, capsys):
     cache = str(tmp_path / "cache")
     pre = _tool("precompute", "--root", data_root, "--dataset-config-file", DEMO,
                 "--config-file", TINY["CoOp"], "--splits", "test,val",
                 "FEATURE_CACHE.DIR", cache)
     assert pre.returncode == 0, pre.stderr[-2000:]
     assert "Encoding images" in pre.stdout + pre.stderr  # the progress bar
-    listing = _tool("list", "--dir", cache)
+    listing = _tool_here(capsys, "list", "--dir", cache)
     assert listing.returncode == 0
     from trainers.backbones import canonical_name
 
@@ -440,10 +499,11 @@ def test_cache_tool_precompute_list_prune(data_root, tmp_path):
                      "--output-dir", str(tmp_path / "run"), "--eval-only",
                      "DATASET.NUM_SHOTS", "2", "FEATURE_CACHE.DIR", cache)
     assert counts(proc.stdout)[1] == 0 and counts(proc.stdout)[0] > 1500
-    dry = _tool("prune", "--dir", cache, "--backbone", name, "--dry-run")
+    dry = _tool_here(capsys, "prune", "--dir", cache, "--backbone", name, "--dry-run")
     assert dry.returncode == 0 and "6 store(s)" in dry.stdout and len(_stores(cache)) == 6
-    assert _tool("prune", "--dir", cache, "--backbone", "RN50").stdout.startswith("0 store(s)")
-    gone = _tool("prune", "--dir", cache, "--older-than", "0")
+    rn50 = _tool_here(capsys, "prune", "--dir", cache, "--backbone", "RN50")
+    assert rn50.stdout.startswith("0 store(s)")
+    gone = _tool_here(capsys, "prune", "--dir", cache, "--older-than", "0")
     assert gone.returncode == 0 and _stores(cache) == []
     assert [d for d in os.listdir(cache) if not d.endswith(".json")] == []
 
@@ -452,7 +512,7 @@ def test_cache_tool_precompute_list_prune(data_root, tmp_path):
                                   ["precompute", "--root", "x", "--dataset-config-file", DEMO,
                                    "--splits", "test,everything"],
                                   ["prune", "--dir", "x", "--older-than", "-1"]])
-def test_cache_tool_bad_arguments(argv):
-    proc = _tool(*argv)
+def test_cache_tool_bad_arguments(argv, capsys):
+    proc = _tool_here(capsys, *argv)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1

@@ -172,6 +172,14 @@ _C.FEATURE_CACHE.ENABLED = True  # False: encode every image at every evaluation
 # "" = <DATASET.ROOT>/.feature_cache, or the user's cache folder
 # ($XDG_CACHE_HOME or ~/.cache)/clip_feature_cache when the data root is read-only
 _C.FEATURE_CACHE.DIR = ""
+# N > 0: training reads frozen features too. N augmented views of every training image
+# (the run's own training transform, seeded per image, view and --seed) are encoded once
+# (and kept in the cache); each epoch draws one view per image (seeded per epoch). Much
+# faster epochs, at the price of N fixed augmentations instead of a fresh one per epoch:
+# this changes what a run computes (part of the config digest). 0: train on images.
+# Needs a fixed seed and a trainer that trains on image features (every CLIP prompt
+# trainer here); no effect for ZeroshotCLIP and LinearProbeCLIP (nothing trained on images).
+_C.FEATURE_CACHE.TRAIN_VIEWS = 0
 
 ###########################
 # Trainer
@@ -219,6 +227,8 @@ def check_cfg_values(cfg):
     at_least("DATALOADER.TRAIN_X.BATCH_SIZE", cfg.DATALOADER.TRAIN_X.BATCH_SIZE, 1, "1 or more")
     at_least("DATALOADER.TEST.BATCH_SIZE", cfg.DATALOADER.TEST.BATCH_SIZE, 1, "1 or more")
     at_least("DATALOADER.NUM_WORKERS", cfg.DATALOADER.NUM_WORKERS, 0, "0 or more")
+    at_least("FEATURE_CACHE.TRAIN_VIEWS", cfg.FEATURE_CACHE.TRAIN_VIEWS, 0,
+             "0 (train on images) or a number of views per training image")
     at_least("OPTIM.MAX_EPOCH", cfg.OPTIM.MAX_EPOCH, 0, "0 or more")
     at_least("OPTIM.LR", cfg.OPTIM.LR, 0, "0 or more")
     at_least("TRAIN.PRINT_FREQ", cfg.TRAIN.PRINT_FREQ, 1, "1 or more")
@@ -245,6 +255,19 @@ DIGEST_IGNORED_KEYS += ("DATASET.SUITE",)
 DIGEST_IGNORED_KEYS += ("FEATURE_CACHE.ENABLED", "FEATURE_CACHE.DIR")
 # Printing does not change what is computed either.
 DIGEST_IGNORED_KEYS += ("TRAIN.PRINT_FREQ",)
+# Keys left out of the digest while they hold this value: keys added after runs were
+# made, whose default computes what those runs computed (their digests stay valid).
+DIGEST_OMITTED_AT = {"FEATURE_CACHE.TRAIN_VIEWS": 0}
+
+
+def _pop_default_keys(c):
+    for key, value in DIGEST_OMITTED_AT.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.get(p) if isinstance(node, CN) else None
+        if isinstance(node, CN) and leaf in node and node[leaf] == value:
+            del node[leaf]
 
 
 def config_digest(cfg):
@@ -259,6 +282,7 @@ def config_digest(cfg):
             node = node.get(p) if isinstance(node, CN) else None
         if isinstance(node, CN) and leaf in node:
             node[leaf] = ""
+    _pop_default_keys(c)
     return hashlib.sha256(c.dump().encode()).hexdigest()[:16]
 
 
@@ -287,5 +311,8 @@ def config_diff(saved, cfg):
     b = {k: _norm(v) for k, v in _leaves(cfg)}
     keys = [k for k in list(b) + [k for k in a if k not in b] if k not in DIGEST_IGNORED_KEYS]
     missing = "(unset)"
+    for key, value in DIGEST_OMITTED_AT.items():  # unset there = the default here
+        for side in (a, b):
+            side.setdefault(key, value)
     return [(k, a.get(k, missing), b.get(k, missing)) for k in keys
             if a.get(k, missing) != b.get(k, missing)]

@@ -18,8 +18,9 @@ synthetic tasks and images (no dataset).
 
 ``--mode cache`` times the frozen-feature cache instead (cache_bench): one
 evaluation pass over image files on disk with the cache off, cold and warm,
-then a grid of demo runs (train.py, 3 methods x 2 seeds) with the cache off
-and on, whose results tables must be identical.
+training epochs on images and on FEATURE_CACHE.TRAIN_VIEWS views, then a
+grid of demo runs (train.py, 3 methods x 2 seeds) with the cache off and on,
+whose results tables must be identical.
 
 Several --arch values are timed in one run, method by method, each backbone
 right after the other, with the same thread count (--threads, default 2), so
@@ -182,6 +183,11 @@ def get_parser():
     p.add_argument("--eval-batch", type=int, default=50, help="cache: evaluation batch size")
     p.add_argument("--threads", type=int, default=None,
                    help="torch/OMP threads per process (default 2; ddp-text and grid: 1)")
+    p.add_argument("--train-views", type=int, default=2,
+                   help="cache: FEATURE_CACHE.TRAIN_VIEWS timed at --arch shapes (0: skip)")
+    p.add_argument("--train-images", type=int, default=32, help="cache: training images")
+    p.add_argument("--train-classes", type=int, default=10, help="cache: their classes")
+    p.add_argument("--train-batch", type=int, default=32, help="cache: training batch size")
     p.add_argument("--grid-methods", nargs="+", default=["ZeroshotCLIP", "LinearProbeCLIP", "CoOp"])
     p.add_argument("--grid-seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--grid-shots", type=int, default=4)

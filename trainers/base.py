@@ -9,7 +9,12 @@
   computed over only the classes of the tasks present in the batch;
 - evaluation that encodes every class prompt once per pass, and reads image
   features from the frozen-feature cache (trainers/feature_cache.py) instead
-  of decoding and encoding every image again.
+  of decoding and encoding every image again; evaluation leaves the global
+  RNG as it found it, so training draws the same numbers whether the cache
+  was cold, warm or off;
+- with FEATURE_CACHE.TRAIN_VIEWS N, training on N cached augmented views per
+  image (``forward_train`` marked ``accepts_features`` reads its images
+  through ``image_features``).
 """
 import torch
 import torch.nn.functional as F
@@ -17,27 +22,49 @@ import torch.nn.functional as F
 from toolbox.metrics.per_task import class_to_task, restrict_to_own_task
 from toolbox.engine import TrainerX
 from toolbox.engine import distributed as ddp
-from toolbox.errors import check_choice
+from toolbox.errors import UserError, check_choice
 from toolbox.metrics import compute_accuracy
 from toolbox.optim import build_lr_scheduler, build_optimizer
 
 from .clip_model import autocast_context, load_clip_from_cfg
-from .feature_cache import FeatureBatches, accepts_features, build_cache, encoder
+from .feature_cache import (FeatureBatches, accepts_features, build_cache, encoder,
+                            train_view_features, view_loader)
 
 PRECISIONS = ("fp16", "amp", "bf16", "fp32")
 
 
 class ClipTrainer(TrainerX):
     prec_key = None  # e.g. "COOP": reads cfg.TRAINER.COOP.PREC
+    trains_on_images = True  # False: nothing is trained on images (zero-shot, linear probe)
+
+    @classmethod
+    def trains_on_features(cls):
+        """True when training reads images only through ``forward_train``
+        marked ``accepts_features`` (so FEATURE_CACHE.TRAIN_VIEWS can feed it)."""
+        return (getattr(cls.forward_train, "accepts_features", False)
+                and cls.forward_backward is ClipTrainer.forward_backward
+                and cls.run_epoch is ClipTrainer.run_epoch)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         check_choice(f"TRAINER.{self.prec_key}.PREC", self.prec, PRECISIONS)
+        views = cfg.FEATURE_CACHE.TRAIN_VIEWS
+        if views > 0 and not self.trains_on_images:
+            print(f"Note: FEATURE_CACHE.TRAIN_VIEWS has no effect on {type(self).__name__} "
+                  "(it trains nothing on images)")
+        elif views > 0 and not self.trains_on_features():
+            raise UserError(f"FEATURE_CACHE.TRAIN_VIEWS {views}: {type(self).__name__} trains on "
+                            "images itself (no forward_train marked accepts_features); set "
+                            "FEATURE_CACHE.TRAIN_VIEWS 0")
+        elif views > 0 and cfg.SEED < 0:
+            raise UserError(f"FEATURE_CACHE.TRAIN_VIEWS {views} needs a fixed seed (--seed 0 or "
+                            "more): the views are drawn with it")
 
     def __init__(self, cfg):
         self._eval_text = None
         self._on_features = False  # evaluation batches hold cached features, not images
         self._feature_cache = False  # built on first use; None: no cache
+        self._train_views = None  # (views, items, dim) features, FEATURE_CACHE.TRAIN_VIEWS
         self.cfg = cfg
         super().__init__(cfg)
 
@@ -120,8 +147,30 @@ class ClipTrainer(TrainerX):
         return summary
 
     def forward_train(self, image, label, task):
-        """Return (loss, logits over the batch's classes, targets, extra dict)."""
+        """Return (loss, logits over the batch's classes, targets, extra dict).
+        Mark it ``accepts_features`` when it reads ``image`` only through
+        ``image_features`` (then FEATURE_CACHE.TRAIN_VIEWS can feed it)."""
         raise TypeError(f"{type(self).__name__} must implement forward_train()")
+
+    def run_epoch(self):
+        """TrainerX's epoch; with FEATURE_CACHE.TRAIN_VIEWS, over each training
+        item's view for this epoch (cached features) instead of its image."""
+        n_views = self.cfg.FEATURE_CACHE.TRAIN_VIEWS
+        loader = self.train_loader_x
+        if n_views <= 0 or loader is None:
+            return super().run_epoch()
+        if self._train_views is None:
+            items = loader.dataset.data_source
+            print(f"Training on {n_views} cached view(s) of each of the {len(items):,} training "
+                  "images (FEATURE_CACHE.TRAIN_VIEWS)", flush=True)
+            self._train_views = train_view_features(self, items, n_views)
+        self.train_loader_x = view_loader(loader, self._train_views, self.epoch, self.cfg.SEED)
+        self._on_features = True
+        try:
+            return super().run_epoch()
+        finally:
+            self.train_loader_x = loader
+            self._on_features = False
 
     def optimize(self, loss):
         """One optimizer step over every registered model."""
@@ -207,8 +256,9 @@ class ClipTrainer(TrainerX):
         return feats
 
     def image_features(self, image):
-        """Normalised image features of an evaluation batch: the batch itself
-        when it holds cached features, else the frozen encoder's output."""
+        """Normalised image features of a batch: the batch itself when it holds
+        cached features (evaluation from the cache, FEATURE_CACHE.TRAIN_VIEWS
+        training), else the frozen encoder's output."""
         if self._on_features:
             return image.float()
         return self.encode_image(image)
@@ -227,6 +277,14 @@ class ClipTrainer(TrainerX):
         return FeatureBatches(feats, items, loader.batch_size)
 
     def test(self, split=None):
+        # The image loader draws a seed from the global RNG, cached batches do
+        # not: evaluating in a forked RNG keeps training's random numbers the
+        # same with the cache cold, warm or off.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return self._test(split)
+
+    def _test(self, split=None):
         self._eval_text = None
         split = split or self.cfg.TEST.SPLIT
         attr = "val_loader" if split == "val" and self.val_loader is not None else "test_loader"

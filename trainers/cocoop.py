@@ -70,8 +70,9 @@ class CoCoOp(ClipTrainer):
 
         return own_task_scores(score, task, self.tasks, self.num_classes, image_features)
 
+    @accepts_features
     def forward_train(self, image, label, task):
-        logits = self.conditional_logits(self.encode_image(image), task)
+        logits = self.conditional_logits(self.image_features(image), task)
         loss = F.cross_entropy(logits, label)
         return loss, logits, label, {}
 

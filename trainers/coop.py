@@ -9,6 +9,7 @@ from toolbox.engine import TRAINER_REGISTRY
 from toolbox.engine import distributed as ddp
 
 from .base import ClipTrainer
+from .feature_cache import accepts_features
 from .clip_model import PromptAssembler, TextEncoder, context_init, text_tower
 
 
@@ -71,9 +72,10 @@ class CoOp(ClipTrainer):
             return self.split_over_ranks(self.encode_classes, index, same_on_all_ranks=True)
         return self.split_over_ranks(self.encode_classes, index)
 
+    @accepts_features
     def forward_train(self, image, label, task):
         classes = self.batch_classes(task)
-        logits = self.logit_scale * self.encode_image(image) @ self.text_features(classes).t()
+        logits = self.logit_scale * self.image_features(image) @ self.text_features(classes).t()
         loss, logits, target = self.task_loss(logits, label, task, classes)
         return loss, logits, target, {}
 

@@ -23,6 +23,7 @@ from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError, check_choice
 
 from .class_augment import AUG_MODES, PARTNER_SOURCES, ClassAugment
+from .feature_cache import accepts_features
 from .mi_estimators import MI_DIRECTIONS, MI_ESTIMATORS, MIEstimator
 from .two_view import TwoViewCoOp, add_soft_prompt_keys
 
@@ -178,11 +179,12 @@ class DualViewMI(TwoViewCoOp):
             fraction=partnered / samples if samples else None,
             per_epoch=[dict(h) for h in self.aug_history])}
 
+    @accepts_features
     def forward_train(self, image, label, task):
         c = self.node
         classes = self.batch_classes(task)
         soft = self.text_features(classes)
-        feats = self.encode_image(image)
+        feats = self.image_features(image)
         ce, logits, target = self.task_loss(self.logit_scale * feats @ soft.t(), label, task,
                                             classes)
         mi = self.mi(soft, self.hand_text[classes])

@@ -6,6 +6,7 @@ from yacs.config import CfgNode as CN
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError
 
+from .feature_cache import accepts_features
 from .two_view import TwoViewCoOp, add_soft_prompt_keys
 
 
@@ -29,10 +30,11 @@ class KgCoOp(TwoViewCoOp):
         if cfg.TRAINER.KGCOOP.W < 0:
             raise UserError(f"TRAINER.KGCOOP.W must be >= 0, got {cfg.TRAINER.KGCOOP.W}")
 
+    @accepts_features
     def forward_train(self, image, label, task):
         classes = self.batch_classes(task)
         soft = self.text_features(classes)
-        logits = self.logit_scale * self.encode_image(image) @ soft.t()
+        logits = self.logit_scale * self.image_features(image) @ soft.t()
         ce, logits, target = self.task_loss(logits, label, task, classes)
         kg = knowledge_distance(soft, self.hand_text[classes])
         return ce + self.node.W * kg, logits, target, {"ce": ce, "kg": kg}

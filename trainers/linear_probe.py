@@ -72,6 +72,7 @@ def search_c(x_tr, y_tr, x_val, y_val, metric, cfg_lp):
 @TRAINER_REGISTRY.register()
 class LinearProbeCLIP(ClipTrainer):
     prec_key = "LINEAR_PROBE"
+    trains_on_images = False  # features of the test-time transform, not training views
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

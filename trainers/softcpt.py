@@ -35,6 +35,7 @@ from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError, check_choice
 
 from .base import ClipTrainer
+from .feature_cache import accepts_features
 from .clip_model import (PromptAssembler, TextEncoder, context_init, embed_dim, text_tower,
                          text_width)
 
@@ -271,12 +272,13 @@ class SoftCPT(ClipTrainer):
             picked.append(negatives[order[:n]])
         return torch.sort(torch.cat(picked)).values
 
+    @accepts_features
     def forward_train(self, image, label, task, classes=None):
         """``classes`` defaults to the classes of the batch's tasks; passing
         all classes gives the same loss (used by the tests)."""
         if classes is None:
             classes = self.sample_classes(self.batch_classes(task), label)
-        logits = self.logit_scale * self.encode_image(image) @ self.text_features(classes).t()
+        logits = self.logit_scale * self.image_features(image) @ self.text_features(classes).t()
         loss, logits, target = self.task_loss(logits, label, task, classes)
         return loss, logits, target, {}
 

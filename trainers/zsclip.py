@@ -20,6 +20,7 @@ def extend_cfg(cfg):
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(ClipTrainer):
     prec_key = "ZSCLIP"
+    trains_on_images = False
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
