@@ -52,6 +52,22 @@ def test_linear_probe_feature_extraction_shows_progress(demo_root, tmp_path):
     assert "Encoding images" not in log and "%|" not in log
 
 
+def test_evaluation_into_a_cold_cache_shows_progress(demo_root, tmp_path):
+    def run(tag):
+        return run_train("--root", demo_root, "--trainer", "ZeroshotCLIP",
+                         "--dataset-config-file", "configs/datasets/demo.yaml",
+                         "--config-file", "configs/trainers/ZeroshotCLIP/tiny_vit.yaml",
+                         "--output-dir", str(tmp_path / tag),
+                         "FEATURE_CACHE.DIR", str(tmp_path / "cache"))
+
+    cold = run("cold")
+    assert "Encoding images" in cold.stderr and "img/s" in cold.stderr
+    assert "Image features (test): 0 from the cache" in cold.stdout
+    warm = run("warm")  # nothing to encode: no bar
+    assert "Encoding images" not in warm.stderr
+    assert "Image features (test): 1619 from the cache, 0 encoded" in warm.stdout
+
+
 def test_log_file_is_line_buffered(tmp_path):
     path = tmp_path / "log.txt"
     logger = Logger(str(path))

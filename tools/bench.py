@@ -191,6 +191,9 @@ def get_parser():
     p.add_argument("--grid-methods", nargs="+", default=["ZeroshotCLIP", "LinearProbeCLIP", "CoOp"])
     p.add_argument("--grid-seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--grid-shots", type=int, default=4)
+    p.add_argument("--grid-arch", default="tiny_vit",
+                   help="cache: the demo grid's backbone; another registered one runs with "
+                        "random weights of its architecture (MODEL.BACKBONE.PRETRAINED random)")
     p.add_argument("--no-eval", action="store_true", help="cache: skip the evaluation passes")
     p.add_argument("--no-grid", action="store_true", help="cache: skip the demo grid")
     p.add_argument("--work-dir", default="", help="cache: keep images, caches and runs here")

@@ -10,7 +10,9 @@
    flips) on images, the encoding of ``--train-views`` views, and one epoch
    on those views; the cost of E epochs either way follows from these.
 3. A grid of demo runs: ``train.py`` for each of ``--grid-methods`` x
-   ``--grid-seeds`` on the built-in demo with the cache off and on (one fresh
+   ``--grid-seeds`` on the built-in demo (backbone ``--grid-arch``: the tiny
+   CLIP, or a real architecture with random weights, whose encoder costs what
+   it costs on real data) with the cache off and on (one fresh
    folder for the whole grid, as a sweep would share it), each run's off and
    on runs back to back so that load changes hit both grids alike. Wall time
    of each grid, whether their results tables are identical, and what Python
@@ -210,6 +212,9 @@ def grid(args, work):
 
     data = osp.join(work, "data")
     ensure_demo_images(osp.join(data, "demo_digits"))
+    # the tiny CLIP of the demo configs, or a real architecture with random weights
+    arch = [] if args.grid_arch == "tiny_vit" else \
+        ["MODEL.BACKBONE.NAME", args.grid_arch, "MODEL.BACKBONE.PRETRAINED", "random"]
     commands = []
     for method in args.grid_methods:
         for seed in args.grid_seeds:
@@ -219,7 +224,8 @@ def grid(args, work):
                 osp.join(ROOT, "configs/datasets/demo.yaml"),
                 "--config-file", osp.join(ROOT, GRID_CONFIGS[m]), "--output-dir", out,
                 "DATASET.NUM_SHOTS", str(args.grid_shots), *opts]))
-    # the few-shot draws and split files are written by an untimed first run
+    # the few-shot draws and split files are written by an untimed first run (on the
+    # tiny CLIP: they do not depend on the backbone)
     for method, seed, cmd in commands:
         if method == args.grid_methods[0]:
             proc = subprocess.run(cmd(osp.join(work, "warmup", str(seed)),
@@ -235,7 +241,7 @@ def grid(args, work):
                 ["FEATURE_CACHE.DIR", osp.join(work, "grid_cache")]
             run_dir = osp.join(work, f"grid_{mode}", f"{method}_seed{seed}")
             start = time.perf_counter()
-            proc = subprocess.run(cmd(run_dir, *extra), cwd=ROOT,
+            proc = subprocess.run(cmd(run_dir, *arch, *extra), cwd=ROOT,
                                   env=_env(args.threads), capture_output=True, text=True)
             seconds[mode] += time.perf_counter() - start
             if proc.returncode != 0:
@@ -257,9 +263,11 @@ def cache_bench(args):
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-cache-")
     os.makedirs(work, exist_ok=True)
     load = os.getloadavg()[0]
-    print(f"Feature-cache bench: arch {args.arch} (random weights), {args.images} JPEG files, "
-          f"{args.eval_classes} classes, eval batch {args.eval_batch}, device {args.device}, "
-          f"{args.threads} thread(s); load average at start {load:.2f} on {os.cpu_count()} CPUs")
+    shapes = "" if args.no_eval and args.train_views <= 0 else \
+        (f"arch {args.arch} (random weights), {args.images} JPEG files, {args.eval_classes} "
+         f"classes, eval batch {args.eval_batch}, ")
+    print(f"Feature-cache bench: {shapes}device {args.device}, {args.threads} thread(s); "
+          f"load average at start {load:.2f} on {os.cpu_count()} CPUs")
     try:
         if not args.no_eval:
             e = eval_passes(args, work)
@@ -290,7 +298,9 @@ def cache_bench(args):
             n = len(tables["off"])
             t_off, t_on, imports = seconds["off"], seconds["on"], seconds["imports"]
             print(f"Demo grid: {n} train.py runs ({', '.join(args.grid_methods)} x seeds "
-                  f"{' '.join(map(str, args.grid_seeds))}, {args.grid_shots} shots)")
+                  f"{' '.join(map(str, args.grid_seeds))}, {args.grid_shots} shots), backbone "
+                  f"{args.grid_arch}" + ("" if args.grid_arch == "tiny_vit" else
+                                         " (random weights)"))
             print(tabulate([["cache off", f"{t_off:.1f}"],
                             ["cache on (cold folder)", f"{t_on:.1f}"],
                             [f"Python imports alone, x {n}", f"{imports:.1f}"]],

@@ -271,7 +271,8 @@ class ClipTrainer(TrainerX):
         if not isinstance(sampler, torch.utils.data.SequentialSampler) or loader.batch_size is None:
             return None
         items = loader.dataset.data_source
-        feats = self.cached_features(items, split, loader.dataset.transform)
+        # a cold store encodes the whole split here: minutes on a real backbone, so a bar
+        feats = self.cached_features(items, split, loader.dataset.transform, progress=True)
         if feats is None:
             return None
         return FeatureBatches(feats, items, loader.batch_size)
