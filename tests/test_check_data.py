@@ -177,9 +177,11 @@ def test_datasets_md_says_where_to_get_every_task():
             assert name in sources, name
         elif name in PLANT6_TASKS + RS8_TASKS:
             body = md.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
-            # its row in the section's source table: page and image count
+            # its row in the section's source table: page, image count and size (a figure,
+            # or what is known of it)
             rows = [r for r in body.splitlines() if r.startswith(f"| `{name}` |")]
-            assert len(rows) == 2 and re.search(r"\| [\d,about ]+ \|$", rows[1]), name
+            assert len(rows) == 2 and re.search(r"\| [\d,about ]+ \| [^|]*(\d|not known)[^|]* \|$",
+                                                rows[1]), name
     fashion = md.split("## Fashion-20\n", 1)[1].split("\n## ", 1)[0]
     assert "not public" in fashion and "bring your own images" in fashion
     assert "task_info.csv" in fashion and "images/<task_id>/<class_id>/" in fashion
