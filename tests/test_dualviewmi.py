@@ -437,6 +437,32 @@ def test_train_py_logs_and_stores_the_partnered_fraction(demo_root, tmp_path, pa
         assert got["fraction"] < 0.6
 
 
+def test_memory_reads_the_feature_cache_with_identical_results(demo_root, tmp_path):
+    """The memory's test-transform features come from the feature cache ("train"
+    split, shared with LinearProbeCLIP): cold, warm and disabled give one result."""
+    import json
+
+    from tests.conftest import run_train
+
+    def run(tag, *opts):
+        out = str(tmp_path / tag)
+        proc = run_train("--root", demo_root, "--seed", "1", "--trainer", "DualViewMI",
+                         "--dataset-config-file", "configs/datasets/demo.yaml",
+                         "--config-file", DV_CFG, "--output-dir", out, "DATASET.NUM_SHOTS", "4",
+                         "OPTIM.MAX_EPOCH", "2", *opts)
+        with open(osp.join(out, "results.json")) as f:
+            r = json.load(f)
+        return proc.stdout, (r["overall"], [t["value"] for t in r["tasks"]], r["aug_partnered"])
+
+    cache = ("FEATURE_CACHE.DIR", str(tmp_path / "cache"))
+    cold_log, cold = run("cold", *cache)
+    warm_log, warm = run("warm", *cache)
+    _, off = run("off", "FEATURE_CACHE.ENABLED", "False")
+    assert "Image features (train): 0 from the cache, 56 encoded" in cold_log
+    assert "Image features (train): 56 from the cache, 0 encoded" in warm_log
+    assert cold == warm == off
+
+
 def test_bad_options_are_one_line_errors(demo_root, tmp_path):
     for key, value in (("AUG", "cutmix"), ("MI_ESTIMATOR", "mine"), ("INFERENCE", "hand"),
                        ("FUSE_WEIGHT", "1.5"), ("MI_TEMPERATURE", "0.0"), ("TEMPLATES", "x"),

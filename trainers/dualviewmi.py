@@ -141,12 +141,19 @@ class DualViewMI(TwoViewCoOp):
         tfm = self.dm.tfm_train if which == "train" else self.dm.tfm_test
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            loader = build_data_loader(self.cfg, "SequentialSampler", data_source=items,
-                                       batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
-                                       tfm=tfm, is_train=False)
-            feats = [self.encode_image(b["img"].to(self.device)) for b in loader]
+            # test transform: the same features as the feature cache's "train" split
+            # (LinearProbeCLIP's too); a drawn training augmentation is never cached
+            cached = self.cached_features(items, "train", tfm, progress=True) \
+                if which == "test" else None
+            if cached is not None:
+                feats = torch.from_numpy(cached)
+            else:
+                loader = build_data_loader(self.cfg, "SequentialSampler", data_source=items,
+                                           batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
+                                           tfm=tfm, is_train=False)
+                feats = torch.cat([self.encode_image(b["img"].to(self.device)) for b in loader])
         labels = torch.tensor([d.label for d in items], dtype=torch.long)
-        self.class_aug.fill_memory(torch.cat(feats), labels)
+        self.class_aug.fill_memory(feats, labels)
 
     def parse_batch_train(self, batch):
         # the items' training-set indices: the memory leaves a sample's own row out
