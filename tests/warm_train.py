@@ -148,11 +148,15 @@ class _Server:
 
     def close(self):
         if self.proc.poll() is None:
-            self.proc.stdin.close()
+            self.proc.stdin.close()  # the server ends at the end of its input
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if not pipe.closed:
+                pipe.close()
 
 
 _servers = []
