@@ -11,3 +11,8 @@ def extend_cfg(cfg):
     """Add every trainer's TRAINER.<NAME> config group."""
     for module in _MODULES:
         module.extend_cfg(cfg)
+
+# issue 21 (until the package auto-discovers trainer modules)
+from . import clip_lora, tip_adapter  # noqa: E402
+
+_MODULES += [clip_lora, tip_adapter]
