@@ -101,6 +101,10 @@ _C.DATALOADER.TEST.BATCH_SIZE = 32  # val/test batch size (1 or more)
 ###########################
 _C.MODEL = CN()
 _C.MODEL.INIT_WEIGHTS = ""  # weights for a Dassl backbone; kept for Dassl compatibility; no effect
+# Run folders whose trainable weights (best-val checkpoint, else the last) initialise this
+# run, averaged over the folders (MVLPT's source-to-target prompt initialisation; see
+# trainers/transfer_init.py and tools/transfer.py). []: none.
+_C.MODEL.INIT_FROM = []
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = ""  # registered backbone (python tools/backbones.py): rn50, vit_b16, open_clip:ViT-B-32, tiny_vit, ...
 _C.MODEL.BACKBONE.PRETRAINED = ""  # OpenCLIP weights tag (e.g. laion2b_s34b_b79k)
@@ -257,7 +261,7 @@ DIGEST_IGNORED_KEYS += ("FEATURE_CACHE.ENABLED", "FEATURE_CACHE.DIR")
 DIGEST_IGNORED_KEYS += ("TRAIN.PRINT_FREQ",)
 # Keys left out of the digest while they hold this value: keys added after runs were
 # made, whose default computes what those runs computed (their digests stay valid).
-DIGEST_OMITTED_AT = {"FEATURE_CACHE.TRAIN_VIEWS": 0}
+DIGEST_OMITTED_AT = {"FEATURE_CACHE.TRAIN_VIEWS": 0, "MODEL.INIT_FROM": []}
 
 
 def _pop_default_keys(c):

@@ -13,6 +13,6 @@ def extend_cfg(cfg):
         module.extend_cfg(cfg)
 
 # issue 21 (until the package auto-discovers trainer modules)
-from . import clip_lora, tip_adapter  # noqa: E402
+from . import clip_lora, mcoop, tip_adapter  # noqa: E402
 
-_MODULES += [clip_lora, tip_adapter]
+_MODULES += [clip_lora, mcoop, tip_adapter]
