@@ -16,6 +16,12 @@ synthetic tasks and images (no dataset).
     python tools/bench.py --mode grid --grid-methods coop softcpt coop_mt --grid-seeds 1 2 \
         --grid-shots 4 --workers 2 --threads 1
 
+``--mode adapters`` times Tip-Adapter-F's step on cached features and CLIP-LoRA's step
+on images against CoOp's (tools/bench_adapters.py):
+
+    python tools/bench.py --mode adapters --arch vit_b16 --tasks 1 --classes 100 --shots 16 \
+        --batch 32 --steps 3
+
 ``--mode cache`` times the frozen-feature cache instead (cache_bench): one
 evaluation pass over image files on disk with the cache off, cold and warm,
 training epochs on images and on FEATURE_CACHE.TRAIN_VIEWS views, then a
@@ -169,10 +175,13 @@ def get_parser():
     p.add_argument("--prec", default="fp16", help="PREC on CUDA (fp16 amp bf16 fp32); CPU: fp32")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     # --mode cache (tools/bench_cache.py)
-    p.add_argument("--mode", default="train", choices=("train", "cache", "ddp-text", "grid"),
+    p.add_argument("--mode", default="train",
+                   choices=("train", "cache", "ddp-text", "grid", "adapters"),
                    help="train: training steps per method; cache: the feature cache; "
                    "ddp-text: class prompts split over DDP ranks (tools/bench_ddp.py); "
-                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py)")
+                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py); "
+                   "adapters: Tip-Adapter-F and CLIP-LoRA steps vs CoOp's (tools/bench_adapters.py)")
+    p.add_argument("--shots", type=int, default=16, help="adapters: Tip-Adapter-F's keys per class")
     p.add_argument("--workers", type=int, default=2, help="grid: workers of the parallel grid")
     p.add_argument("--grid-epochs", type=int, default=10, help="grid: OPTIM.MAX_EPOCH")
     p.add_argument("--nproc", type=int, default=2, help="ddp-text: gloo processes")
@@ -232,6 +241,13 @@ def main(argv=None):
         return ddp_text_bench(args)
     if args.threads is None:
         args.threads = 2
+    if args.mode == "adapters":
+        if len(archs) > 1:
+            raise SystemExit("error: --mode adapters times one backbone; give one --arch")
+        args.arch = archs[0]
+        from tools.bench_adapters import adapters_bench
+
+        return adapters_bench(args)
     if args.mode == "cache":
         if len(archs) > 1:
             raise SystemExit("error: --mode cache times one backbone; give one --arch")
