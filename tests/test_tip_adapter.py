@@ -120,7 +120,7 @@ def epoch_losses(trainer):
 
 
 def test_tip_adapter_f_learns_only_the_keys_against_lr0_control(demo_root):
-    opts = ("TEST.NO_TEST", "True", "OPTIM.LR", "0.01")
+    opts = ("TEST.NO_TEST", "True")
     control = epoch_losses(build(demo_root, "TipAdapterF", *opts, *LR0, shots=4))
     trainer = build(demo_root, "TipAdapterF", *opts, shots=4)
     keys, values, text = (trainer.adapter.weight.detach().clone(), trainer.values.clone(),
