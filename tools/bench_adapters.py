@@ -126,8 +126,8 @@ def adapters_bench(args):
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         base.setdefault(kind, r)
         rows.append([label, kind, f"{r['ms_per_step']:.1f}",
-                     f"{r['ms_per_step'] / base[kind]['ms_per_step']:.2f}",
-                     f"{r['peak_mb']:.0f}", f"{r['peak_mb'] / base[kind]['peak_mb']:.2f}",
+                     f"{r['ms_per_step'] / base[kind]['ms_per_step']:.3g}",
+                     f"{r['peak_mb']:.0f}", f"{r['peak_mb'] / base[kind]['peak_mb']:.3g}",
                      "-" if r["after_build_mb"] is None else f"{r['after_build_mb']:.0f}",
                      f"{r['trainable']:,}"])
     mem = "peak GPU MB" if args.device == "cuda" else "peak RSS MB"
