@@ -48,8 +48,9 @@ def fake_cache(args):
     build_model = TipAdapterF.build_model
 
     def with_items(self):
-        self.dm.dataset.train_x = [Datum(impath="", label=i % n_cls, task=(i % n_cls) // args.classes)
-                                   for i in range(n_cls * args.shots)]
+        labels = [i % n_cls for i in range(n_cls * args.shots)]
+        self.dm.dataset.train_x = [Datum(impath="", label=c, task=c // args.classes)
+                                   for c in labels]
         return build_model(self)
 
     def random_keys(self, items):
@@ -104,8 +105,8 @@ def worker(args):
         times.append(time.perf_counter() - start)
     ms = 1000.0 * sum(times) / len(times)
     peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else rss_mb()
-    print(json.dumps(dict(ms_per_step=ms, peak_mb=peak, after_build_mb=None if cuda else after_build,
-                          trainable=n_params)))
+    print(json.dumps(dict(ms_per_step=ms, peak_mb=peak, trainable=n_params,
+                          after_build_mb=None if cuda else after_build)))
 
 
 def adapters_bench(args):

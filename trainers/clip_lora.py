@@ -31,7 +31,8 @@ def extend_cfg(cfg):
     cfg.TRAINER.CLIP_LORA = CN()
     cfg.TRAINER.CLIP_LORA.RANK = 2
     cfg.TRAINER.CLIP_LORA.ALPHA = 1.0
-    cfg.TRAINER.CLIP_LORA.SCALING = "rslora"  # rslora: alpha / sqrt(rank) (upstream) | lora: alpha / rank
+    # rslora: alpha / sqrt(rank) (upstream) | lora: alpha / rank
+    cfg.TRAINER.CLIP_LORA.SCALING = "rslora"
     cfg.TRAINER.CLIP_LORA.DROPOUT = 0.25  # on the adapter branch's input only
     cfg.TRAINER.CLIP_LORA.PARAMS = ["q", "k", "v"]  # projections adapted (o: the output one)
     cfg.TRAINER.CLIP_LORA.ENCODER = "both"  # both | text | vision

@@ -56,7 +56,7 @@ def extend_cfg(cfg):
     cfg.TRAINER.TIP_ADAPTER.INIT_ALPHA = 0.0  # 0: upstream's for the task, else DEFAULT_INIT_ALPHA
     cfg.TRAINER.TIP_ADAPTER.DEFAULT_INIT_BETA = 1.0
     cfg.TRAINER.TIP_ADAPTER.DEFAULT_INIT_ALPHA = 1.0
-    cfg.TRAINER.TIP_ADAPTER.TEMPLATES = "task"  # the text classifier's templates (trainers/templates.py)
+    cfg.TRAINER.TIP_ADAPTER.TEMPLATES = "task"  # text classifier templates (trainers/templates.py)
     cfg.TRAINER.TIP_ADAPTER.LOGIT_SCALE = 0.0  # 0: the model's own (100 on OpenAI CLIP, upstream's)
     cfg.TRAINER.TIP_ADAPTER.ADAM_EPS = 1e-4  # Tip-Adapter-F's AdamW eps (upstream)
     cfg.TRAINER.TIP_ADAPTER.PREC = "fp16"  # feature extraction: fp16 | amp | bf16 | fp32

@@ -80,7 +80,8 @@ def init_from_runs(trainer, runs):
         skipped = sorted(set(source) - set(fits)) + sorted(set(mine) - set(source))
         if not fits:
             raise UserError(f"MODEL.INIT_FROM: nothing in {paths[0]} fits model '{name}' of "
-                            f"{type(trainer).__name__} (its tensors: {', '.join(sorted(mine)[:4])}; "
+                            f"{type(trainer).__name__} (its tensors: "
+                            f"{', '.join(sorted(mine)[:4])}; "
                             f"the checkpoint's: {', '.join(sorted(source)[:4])}); initialise from "
                             "runs of the same method and backbone")
         mine.update({k: v.to(mine[k].device, mine[k].dtype) for k, v in fits.items()})
