@@ -60,12 +60,17 @@ def test_every_block_of_both_towers_is_adapted_and_a_fresh_adapter_changes_nothi
     trainer.set_model_mode("eval")
     with torch.no_grad():
         got = trainer.model_inference(image)
+    # the reference through nn.MultiheadAttention's general path: without gradients and
+    # trainable weights, OpenCLIP's batch-first blocks take torch's fused inference kernel,
+    # which rounds differently (about 1e-6 on features)
+    for p in plain.parameters():
+        p.requires_grad_(True)
+    with torch.enable_grad():
         text = F.normalize(plain.encode_text(trainer.class_tokens), dim=-1)
         want = trainer.logit_scale * F.normalize(plain.encode_image(image), dim=-1) @ text.t()
-    # OpenAI blocks: bit for bit; OpenCLIP's batch-first attention takes torch's fused
-    # inference kernel, which rounds differently (a few 1e-7 on features)
-    tol = 1e-6 if not opts else 1e-5
-    assert (got - want).abs().max() <= tol * max(1.0, want.abs().max().item())
+    # to 1e-6 of the largest logit: float32 rounding (the trainer's text encoder stops after
+    # the last end-of-text token, encode_text runs all 77 positions)
+    assert (got - want.detach()).abs().max() <= 1e-6 * want.abs().max()
 
 
 def test_a_step_changes_only_adapter_weights(demo_root):
