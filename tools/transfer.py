@@ -17,7 +17,7 @@ resumed): the source runs under <output-root>/<source dataset>/..., the target r
 <output-root>/<target dataset>/.../<variant>_<task>_scratch|from-<source>/seed<S>. The table
 (per target task: from scratch, the source prompt without fine-tuning, fine-tuned from the
 source, and the gain) is printed and written to <output-root>/transfer_<source>_to_<target>
-_<method>_<shots>shots.{md,json}.
+_<method>[-<variant>]_<shots>shots.{md,json}.
 """
 import argparse
 import json
@@ -200,7 +200,8 @@ def transfer(args):
                     tablefmt="github", disable_numparse=True)
     print(f"\n{title}\n\n{text}")
     stem = osp.join(args.output_root, f"transfer_{tag_of(source, source_tasks)}_to_"
-                    f"{tag_of(target, target_tasks)}_{method}_{shots}shots")
+                    f"{tag_of(target, target_tasks)}_{method}{'-' + variant if variant else ''}_"
+                    f"{shots}shots")
     os.makedirs(args.output_root, exist_ok=True)
     from toolbox.utils import atomic_write
 
