@@ -164,7 +164,7 @@ class CLIPLoRAMethod(Method):
     name = "clip_lora"
     trainer = "CLIPLoRA"
     label = "CLIP-LoRA"
-    colour = "reddish purple"
+    colour = "grey"
     family = "CLIPLoRA"
     order = 92
     variants = ("default",)

@@ -54,9 +54,9 @@ class MCoOpMethod(Method):
     name = "mcoop"
     trainer = "MCoOp"
     label = "MCoOp"
-    colour = "sky blue"
-    family = "MVLPT"
-    order = 60
+    colour = "blue"  # CoOp's family (a shared CoOp prompt, as CoOp-MT)
+    family = "CoOp"
+    order = 55
     variants = LOSSES
     default_variant = "union"
     variant_labels = {"task": "MCoOp (per-task loss)"}

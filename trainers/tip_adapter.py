@@ -260,6 +260,7 @@ class TipAdapter(ClipTrainer):
 @TRAINER_REGISTRY.register()
 class TipAdapterF(PerIterationSchedule, TipAdapter):
     """Tip-Adapter-F: the keys fine-tuned (values and text weights fixed)."""
+    image_encoder = FROZEN_ENCODER  # declared per class: contracts are not inherited
     finetune = True
     trains_on_images = True
 
@@ -269,7 +270,7 @@ class TipAdapterMethod(Method):
     name = "tip_adapter"
     trainer = "TipAdapter"
     label = "Tip-Adapter"
-    colour = "bluish green"
+    colour = "yellow"
     family = "TipAdapter"
     order = 90
     variants = ("default",)
@@ -284,7 +285,7 @@ class TipAdapterFMethod(Method):
     name = "tip_adapter_f"
     trainer = "TipAdapterF"
     label = "Tip-Adapter-F"
-    colour = "bluish green"
+    colour = "yellow"
     family = "TipAdapter"
     order = 91
     variants = ("default",)

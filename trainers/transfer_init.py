@@ -15,7 +15,7 @@ import os.path as osp
 
 import torch
 
-from toolbox.engine.trainer import _saved_backbone
+from toolbox.run_folder import saved_backbone
 from toolbox.errors import UserError
 from toolbox.utils.torchtools import load_checkpoint
 
@@ -42,7 +42,7 @@ def averaged_state(paths, backbone):
     states = []
     for path in paths:
         ckpt = load_checkpoint(path)
-        theirs = _saved_backbone(ckpt)
+        theirs = saved_backbone(ckpt)
         if theirs and theirs != backbone:
             raise UserError(f"MODEL.INIT_FROM: {path} was trained on backbone {theirs}, this run's "
                             f"is {backbone}; prompts live in one text encoder's space: use source "
