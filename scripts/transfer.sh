@@ -14,7 +14,7 @@ source "$(dirname "$0")/common.sh"
 [ $# -ge 3 ] || die "usage: bash scripts/transfer.sh SOURCE TARGET SHOTS [BACKBONE] [METHOD[:VARIANT]]"
 SOURCE="$1"; TARGET="$2"; SHOTS="$3"; check_shots "$SHOTS"
 BACKBONE="${4:-$(default_backbone "${TARGET%%:*}")}"
-METHOD="${5:-mcoop}"
+METHOD="${5:-mcoop}"  # MVLPT's own prompt method
 # shellcheck disable=SC2086
 exec "$PYTHON" "$REPO/tools/transfer.py" --source "$SOURCE" --target "$TARGET" \
     --shots "$SHOTS" --backbone "$BACKBONE" --method "$METHOD" --seeds $SEEDS \

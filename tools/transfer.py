@@ -3,14 +3,14 @@ target task from it (the source runs' best-val checkpoints averaged over seeds, 
 avg_ckpt.py), fine-tune each target task alone, and compare with the same target runs from
 scratch.
 
-    python tools/transfer.py --source general10 --target plant6 --shots 16 --method mcoop
+    python tools/transfer.py --source general10 --target plant6 --shots 16 --method METHOD
     python tools/transfer.py --source demo:DemoDigit,DemoParity --target demo:DemoMagnitude \\
-        --shots 2 --method coop --seeds 1 2
+        --shots 2 --method METHOD[:VARIANT] --seeds 1 2
 
 SOURCE and TARGET are dataset configs (configs/datasets/<name>.yaml), optionally with
 ':TASK,TASK' to pick tasks of a suite (DATASET.TASKS). Works with every method whose
 trainable weights transfer (MODEL.INIT_FROM loads each tensor whose name and shape fit:
-CoOp's and MCoOp's context, SoftCPT's meta network and shared task context, ...).
+a shared prompt context, a meta network, ...; see trainers/transfer_init.py).
 
 Runs go through tools/grid.py (same output layout, finished runs skipped, interrupted ones
 resumed): the source runs under <output-root>/<source dataset>/..., the target runs under
@@ -68,65 +68,32 @@ def tasks_of(dataset, picked=()):
     return [own]
 
 
-def method_setting(method, variant, dataset, shots, backbone):
-    """(trainer, config name, variant folder, opts) of a method: its declaration in the
-    registry (toolbox/methods.py), else the grid's own table (until every method is
-    declared)."""
-    from toolbox.methods import RunContext, get_method, load_methods
-    from tools import grid
-    from trainers.backbones import get_backbone
+def make_runs(method, dataset, tasks, shots, args, tag, extra=(), eval_only=False):
+    """tools/grid.py's runs (one per seed) of METHOD[:VARIANT] on ``dataset`` restricted
+    to ``tasks``, in the folder variant ``<variant>_<tag>``."""
+    from tools.grid_plan import expand
 
-    registry = load_methods()
-    if method in registry:
-        m = get_method(method)
-        v = m.parse_variant(variant)
-        ctx = RunContext(dataset=dataset, shots=shots, backbone=backbone,
-                         family=get_backbone(backbone).family, suite=grid.is_suite(dataset))
-        s = m.setting(ctx, v)
-        return s.trainer, s.config, s.variant, list(s.opts)
-    legacy = getattr(grid, "METHODS", {})
-    if method not in legacy:
-        raise UserError(f"unknown method '{method}'; choose from "
-                        f"{', '.join(sorted(set(registry) | set(legacy)))}")
-    m = legacy[method]
-    variant = variant or m.default_variant
-    m.check_variant(variant)
-    s = m.setting(dataset, shots, backbone, variant)
-    return s.trainer, s.config, s.variant, list(s.opts)
-
-
-def make_run(method, variant, dataset, tasks, shots, seed, backbone, args, tag, extra=(),
-             eval_only=False):
-    """A tools/grid.py Run of ``method`` on ``dataset`` (restricted to ``tasks``)."""
-    from tools import grid
-    from tools.backbones import resolve_config
-
-    trainer, cfg_name, folder, opts = method_setting(method, variant, dataset, shots, backbone)
-    cfg_name, tcfg, override = resolve_config(trainer, cfg_name)
-    bb = [] if override == "-" else ["MODEL.BACKBONE.NAME", override]
-    if args.pretrained:
-        bb += ["MODEL.BACKBONE.PRETRAINED", args.pretrained]
-        cfg_name = f"{backbone}@{args.pretrained}{cfg_name[len(backbone):]}"
-    task_opts = ["DATASET.TASKS", repr(list(tasks))] if tasks else []
-    out = osp.join(args.output_root, dataset, trainer, f"{cfg_name}_{shots}shots",
-                   f"{folder}_{tag}" if tag else folder, f"seed{seed}")
-    argv = (["--eval-only"] if eval_only else []) + [
-        "--root", args.data, "--seed", str(seed), "--trainer", trainer,
-        "--dataset-config-file", osp.join(CONFIGS, "datasets", dataset + ".yaml"),
-        "--config-file", tcfg, "DATASET.NUM_SHOTS", str(shots)] + bb + opts + task_opts \
-        + list(extra) + list(args.opts)
-    return grid.Run(out, trainer, argv, dataset, shots, seed, backbone, method)
+    opts = (["DATASET.TASKS", repr(list(tasks))] if tasks else []) + list(extra) + list(args.opts)
+    spec = {"methods": [method], "datasets": [dataset], "shots": [shots], "seeds": args.seeds,
+            "zs_seeds": args.seeds, "backbones": [args.backbone], "opts": opts, "tag": tag,
+            "pretrained": args.pretrained}
+    runs = expand(spec, data=args.data, output_root=args.output_root)
+    if eval_only:  # the weights as loaded (MODEL.INIT_FROM), evaluated without training
+        for r in runs:
+            r.argv = ["--eval-only"] + r.argv
+    return runs
 
 
 def execute(runs, args, what):
-    from tools import grid
+    from tools.grid_exec import run_local
+    from tools.grid_plan import compute_digests, plan
 
-    grid.compute_digests(runs)
-    grid.plan(runs)
+    compute_digests(runs)
+    plan(runs)
     todo = [r for r in runs if r.action not in ("skip", "running")]
     print(f"{what}: {len(runs)} runs, {len(runs) - len(todo)} finished already", flush=True)
     if todo:
-        grid.run_local(todo, args.workers, None, sys.executable, echo=False)
+        run_local(todo, args.workers, None, sys.executable, echo=False)
     failed = [r for r in todo if r.status == "failed"]
     if failed:
         raise UserError(f"{len(failed)} {what.lower()} run(s) failed, e.g. {failed[0].out} (log: "
@@ -152,19 +119,20 @@ def tag_of(name, tasks):
 def transfer(args):
     from tabulate import tabulate
 
-    from tools import grid
+    from tools.grid_plan import default_backbone
+    from trainers.backbones import canonical_name
 
     source, source_tasks = parse_dataset(args.source)
     target, target_tasks = parse_dataset(args.target)
-    backbone = grid.canonical_backbone(args.backbone or grid.default_backbone(target))
+    args.backbone = canonical_name(args.backbone or default_backbone(target))
+    backbone = args.backbone
     shots, source_shots = args.shots, args.source_shots or args.shots
     method, variant = args.method.partition(":")[::2]
     picked = tasks_of(source, source_tasks)
     targets = tasks_of(target, target_tasks)
-    src_tag = tag_of("tasks", source_tasks) if source_tasks else ""
     # 1. the source prompt, one run per seed
-    src_runs = [make_run(method, variant, source, source_tasks, source_shots, s, backbone, args,
-                         src_tag) for s in args.seeds]
+    src_runs = make_runs(args.method, source, source_tasks, source_shots, args,
+                         tag_of("tasks", source_tasks) if source_tasks else "")
     execute(src_runs, args, "Source")
     init = ["MODEL.INIT_FROM", repr([osp.abspath(r.out) for r in src_runs])]
     from_tag = "from-" + tag_of(source, source_tasks)
@@ -172,13 +140,12 @@ def transfer(args):
     rows, table = [], OrderedDict()
     target_runs = {}
     for t in targets:
-        for kind, extra, ev in (("scratch", [], False), ("source", init, True),
-                                ("tuned", init, False)):
-            tag = {"scratch": f"{t}_scratch", "source": f"{t}_{from_tag}_notuning",
-                   "tuned": f"{t}_{from_tag}"}[kind]
-            target_runs[t, kind] = [make_run(method, variant, target, [t], shots, s, backbone,
-                                             args, tag, extra, eval_only=ev)
-                                    for s in args.seeds]
+        target_runs[t, "scratch"] = make_runs(args.method, target, [t], shots, args,
+                                              f"{t}_scratch")
+        target_runs[t, "source"] = make_runs(args.method, target, [t], shots, args,
+                                             f"{t}_{from_tag}_notuning", init, eval_only=True)
+        target_runs[t, "tuned"] = make_runs(args.method, target, [t], shots, args,
+                                            f"{t}_{from_tag}", init)
     execute([r for rs in target_runs.values() for r in rs], args, "Target")
     for t in targets:
         cells = {k: mean_std([value(r) for r in target_runs[t, k]])
@@ -220,7 +187,8 @@ def get_parser():
     p.add_argument("--source-shots", type=int, default=0, help="source shots (default: --shots)")
     p.add_argument("--backbone", default="", help="default: tiny_vit on demo, rn50 otherwise")
     p.add_argument("--pretrained", default="", help="OpenCLIP weights tag ('random': seeded)")
-    p.add_argument("--method", default="mcoop", help="METHOD[:VARIANT] (mcoop, coop, softcpt, ...)")
+    p.add_argument("--method", required=True,
+                   help="METHOD[:VARIANT] (python tools/methods.py lists them)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--data", default=os.environ.get("DATA", "./data"))
     p.add_argument("--output-root", default="output")

@@ -29,7 +29,8 @@ from toolbox.metrics.per_task import task_metric
 from toolbox.utils import progress
 
 from .base import ClipTrainer
-from .feature_cache import accepts_features, train_view_features
+from . import feature_cache
+from .feature_cache import accepts_features
 from .iteration_schedule import PerIterationSchedule, adamw, cosine_per_iteration
 from .templates import TEMPLATE_MODES, hand_crafted_features
 
@@ -138,7 +139,7 @@ class TipAdapter(ClipTrainer):
         cache's, so -F's training reuses them), averaged, normalised: (NK, D)."""
         n = self.cfg.TRAINER.TIP_ADAPTER.AUGMENT_EPOCH
         print(f"Building the cache: {len(items):,} training images x {n} augmented views")
-        views = train_view_features(self, items, n)
+        views = feature_cache.train_view_features(self, items, n)
         loader = self.train_loader_x
         if (self.finetune and loader is not None and self.cfg.FEATURE_CACHE.TRAIN_VIEWS == n
                 and [it.impath for it in loader.dataset.data_source] ==
