@@ -60,26 +60,16 @@ def synthetic_tasks(n_tasks, n_classes):
 def bench_cfg(method, args):
     """The config of one timed method: the backbone through the registry with
     seeded random weights (MODEL.BACKBONE.PRETRAINED random), its input size."""
-    import trainers
-    from toolbox.config import get_cfg_default
-    from trainers.backbones import fill_input_defaults
+    from toolbox.config_pipeline import cfg_from_argv
 
-    cfg = get_cfg_default()
-    trainers.extend_cfg(cfg)
-    cfg.TRAINER.NAME = method
-    cfg.USE_CUDA = args.device == "cuda"
-    cfg.MODEL.BACKBONE.NAME = args.arch
-    cfg.MODEL.BACKBONE.PRETRAINED = "random"
-    fill_input_defaults(cfg)
-    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = args.batch
-    cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH = "sgd", 0.002, 50
-    cfg.TRAINER.SOFTCPT.VARIANT = args.variant
-    cfg.TRAINER.COCOOP.N_CTX, cfg.TRAINER.COCOOP.CTX_INIT = 4, "a photo of a"
+    opts = ["USE_CUDA", args.device == "cuda", "MODEL.BACKBONE.NAME", args.arch,
+            "MODEL.BACKBONE.PRETRAINED", "random", "DATALOADER.TRAIN_X.BATCH_SIZE", args.batch,
+            "OPTIM.NAME", "sgd", "OPTIM.LR", 0.002, "OPTIM.MAX_EPOCH", 50,
+            "TRAINER.SOFTCPT.VARIANT", args.variant,
+            "TRAINER.COCOOP.N_CTX", 4, "TRAINER.COCOOP.CTX_INIT", "a photo of a", "VERBOSE", False]
     for key in ("SOFTCPT", "COOP", "COCOOP"):
-        cfg.TRAINER[key].PREC = args.prec
-    cfg.VERBOSE = False
-    cfg.freeze()
-    return cfg
+        opts += [f"TRAINER.{key}.PREC", args.prec]
+    return cfg_from_argv(["--trainer", method] + opts)
 
 
 def build_bench_trainer(method, args):
