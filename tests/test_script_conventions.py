@@ -1,20 +1,18 @@
-"""What every method script and real-backbone config promises (README, 'On a GPU'):
+"""What every method script and trainer config promises (README, 'On a GPU'):
 each main.sh hands its runs to the grid runner (so SEEDS, OPTS, WORKERS, GPUS and
 EXECUTOR apply, finished runs are skipped and interrupted ones resume; the grid's
 behaviour is pinned in test_grid.py), compare_all.sh runs every method, and the
-real-backbone configs checkpoint every epoch keeping only the last."""
+trainer configs (real-backbone and tiny) checkpoint every epoch keeping only the last."""
 import glob
 import os.path as osp
 import re
 
 import pytest
-import yaml
 
 from tests.conftest import ROOT
 
 MAIN_SCRIPTS = sorted(glob.glob(osp.join(ROOT, "scripts", "*", "main.sh")))
-REAL_CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, "configs", "trainers", "*", "*.yaml"))
-                      if not osp.basename(p).startswith("tiny_"))
+TRAINER_CONFIGS = sorted(glob.glob(osp.join(ROOT, "configs", "trainers", "*", "*.yaml")))
 
 
 def test_every_method_has_a_few_shot_script():
@@ -43,8 +41,10 @@ def test_compare_all_runs_every_method_by_default():
     assert sorted(default) == sorted(osp.basename(osp.dirname(p)) for p in MAIN_SCRIPTS)
 
 
-@pytest.mark.parametrize("path", REAL_CONFIGS, ids=lambda p: osp.relpath(p, ROOT))
-def test_real_backbone_configs_checkpoint_every_epoch_keeping_the_last(path):
-    with open(path) as f:
-        train = (yaml.safe_load(f) or {}).get("TRAIN", {})
+@pytest.mark.parametrize("path", TRAINER_CONFIGS, ids=lambda p: osp.relpath(p, ROOT))
+def test_trainer_configs_checkpoint_every_epoch_keeping_the_last(path):
+    """So an interrupted run resumes (the tiny ones too: the demo's runs are real runs)."""
+    from toolbox.config import load_trainer_yaml
+
+    train = load_trainer_yaml(path).get("TRAIN", {})  # with its _BASE_ files
     assert train.get("CHECKPOINT_FREQ") == 1 and train.get("CHECKPOINT_KEEP") == 1, path

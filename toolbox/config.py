@@ -420,10 +420,11 @@ def _declarations():
     """Make sure every trainer's neutral-value declarations ran (they are made when
     the default config is built)."""
     try:
-        from .config_pipeline import default_config
-    except ImportError:
-        return
-    default_config()
+        from .config_pipeline import ensure_declarations
+
+        ensure_declarations()
+    except ImportError:  # the toolbox without the trainers package: nothing declared
+        pass
 
 
 def identity_cfg(cfg):

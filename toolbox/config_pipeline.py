@@ -16,7 +16,7 @@ import yaml
 from .config import check_cfg_values, get_cfg_default
 from .errors import UserError, one_line, yaml_error
 
-_DEFAULT = None
+_DECLARED = False
 
 
 def get_parser(description="Train or evaluate a trainer on a dataset (flags as in CoOp's train.py)."):
@@ -118,13 +118,20 @@ def base_cfg():
 
 
 def default_config():
-    """The full default config, built once per process (read-only)."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        cfg = base_cfg()
-        cfg.freeze()
-        _DEFAULT = cfg
-    return _DEFAULT
+    """The full default config (frozen): every key a run's config has."""
+    cfg = base_cfg()
+    cfg.freeze()
+    return cfg
+
+
+def ensure_declarations():
+    """Run every trainer's extend_cfg once in this process, so that the neutral values
+    they declare (toolbox.config.declare_neutral) are known to config_digest even
+    where no config was built yet (a digest of a saved config.yaml)."""
+    global _DECLARED
+    if not _DECLARED:
+        _DECLARED = True
+        base_cfg()
 
 
 def setup_cfg(args, backbone=True):
