@@ -26,7 +26,7 @@ def coop(root, out, *opts, trainer="CoOp", seed="1", flags=()):
     """train.py arguments of the small CoOp run these tests share (1 shot, 2 epochs)."""
     return ["--root", root, "--seed", seed, "--trainer", trainer, *CONFIG, "--output-dir", out,
             *flags, "DATASET.NUM_SHOTS", "1", "OPTIM.MAX_EPOCH", str(EPOCHS),
-            "TRAIN.CHECKPOINT_FREQ", "1", *opts]
+            "TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.CHECKPOINT_KEEP", "0", *opts]
 
 
 def error_line(proc):
