@@ -5,6 +5,10 @@ specific groups (TRAINER.COOP, ...) are added by ``trainers.extend_cfg``.
 Keys marked "kept for Dassl compatibility; no effect" are accepted so that Dassl/CoOp config files load
 unchanged; train.py warns once when a config or the command line sets one to
 anything but its default (``NO_EFFECT_KEYS``).
+
+Also here: config files with ``_BASE_`` includes (``load_yaml_with_bases``,
+``load_trainer_yaml``), and a run's identity, ``config_digest``, with the rule that
+keeps it stable when keys are added ("Run identity" below; docs/config_files.md).
 """
 import hashlib
 import json
