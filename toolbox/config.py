@@ -342,6 +342,8 @@ DIGEST_IGNORED_KEYS += ("DATASET.SUITE",)
 DIGEST_IGNORED_KEYS += ("FEATURE_CACHE.ENABLED", "FEATURE_CACHE.DIR")
 # Printing does not change what is computed either.
 DIGEST_IGNORED_KEYS += ("TRAIN.PRINT_FREQ",)
+
+
 # ---- run identity -------------------------------------------------------------------
 # A run is identified by its config digest (results.json, checkpoints, the run-folder
 # check, --resume, --eval-only, the grid's skip of finished runs). Adding a config key
