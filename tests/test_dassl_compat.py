@@ -151,7 +151,8 @@ def _losses(log):
 
 def test_upstream_coop_style_trainer_finds_its_clip_and_matches_our_coop(demo_root, tmp_path):
     """A CoOp written as CoOp's own file is (tests/data/upstream_style_coop.py: dassl.*,
-    ``clip._MODELS[cfg.MODEL.BACKBONE.NAME]``, clip.build_model), ported by the sed,
+    ``clip._download(clip._MODELS[cfg.MODEL.BACKBONE.NAME])``, clip.build_model), ported
+    by the sed,
     trains through train.py on the tiny CLIP and computes what our CoOp computes:
     the same loss at every logged step and the same test accuracy."""
     plugin = tmp_path / "plugin"
@@ -168,11 +169,12 @@ def test_upstream_coop_style_trainer_finds_its_clip_and_matches_our_coop(demo_ro
               "--config-file", os.path.join(ROOT, "configs/trainers/CoOp/tiny_vit_ep10.yaml"),
               "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "2", "TRAINER.COOP.PREC", "fp32",
               "FEATURE_CACHE.ENABLED", "False"]
-    # its clip cache (clip._download's folder) is a fresh ~/.cache/clip
-    env = dict(os.environ, HOME=str(tmp_path / "home"))
+    # clip._download(url) copies the weights into a clip cache of its own
+    env = dict(os.environ, CLIP_CACHE=str(tmp_path / "clip"))
     ported = subprocess.run([sys.executable, str(runner), "--trainer", "UpstreamStyleCoOp",
                              "--output-dir", str(tmp_path / "ported"), *common],
                             cwd=ROOT, capture_output=True, text=True, env=env)
+    assert (tmp_path / "clip" / "tiny_vit.pt").is_file()
     assert ported.returncode == 0, ported.stderr[-3000:]
     ours = run_train("--trainer", "CoOp", "--output-dir", str(tmp_path / "ours"), *common)
     theirs_res = json.loads((tmp_path / "ported" / "results.json").read_text())

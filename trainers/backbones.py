@@ -244,7 +244,7 @@ def config_name(name):
     """What MODEL.BACKBONE.NAME holds for backbone ``name`` (any alias): clip's own
     spelling for OpenAI models ("ViT-B/32", "RN50"), so that upstream trainers'
     ``clip._MODELS[cfg.MODEL.BACKBONE.NAME]`` finds it; the canonical name otherwise
-    (the tiny models are served to clip._MODELS under it, see serve_tiny_to_clip)."""
+    (the tiny models are served to clip._MODELS under it: trainers/upstream_clip.py)."""
     entry = get_backbone(name)
     return entry.arch if entry.family == "openai" else entry.name
 
@@ -294,10 +294,10 @@ def fill_input_defaults(cfg):
         tag = str(cfg.MODEL.BACKBONE.PRETRAINED or "")
         check_backbone_choice(canon, tag, cfg.MODEL.BACKBONE.PATH)
         pre = backbone_preprocess(canon, "" if tag == RANDOM else tag)
-        if get_backbone(canon).family == "tiny":  # clip._MODELS[NAME] for upstream trainers
-            from .upstream_clip import serve_tiny_to_clip
+        # clip._MODELS[NAME] and clip._download(url) as upstream trainer files use them
+        from .upstream_clip import serve_upstream_clip
 
-            serve_tiny_to_clip()
+        serve_upstream_clip()
     else:
         pre = DASSL_INPUT
     size = pre["size"]

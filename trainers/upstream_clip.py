@@ -1,20 +1,24 @@
-"""``clip._MODELS`` lookups for the tiny models, for upstream trainer files.
+"""What upstream trainer files expect of the ``clip`` package they import.
 
 CoOp-style trainers load their CLIP with
 
     url = clip._MODELS[cfg.MODEL.BACKBONE.NAME]
-    model_path = clip._download(url, root)
+    model_path = clip._download(url)
     state_dict = torch.load(model_path)  # or torch.jit.load(...).state_dict()
     model = clip.build_model(state_dict)
 
 For OpenAI models MODEL.BACKBONE.NAME holds clip's own spelling ("ViT-B/32"), so
-that works unchanged (with the weights in the clip cache, or a download). The tiny
-models (the CPU demo's and the tests') are the same ``clip.model.CLIP`` class, so
-they can take the same path: ``serve_tiny_to_clip`` lets ``clip._MODELS`` answer
-their canonical names (``tiny_vit``, ...) with a ``file://`` URL of their full
-state dict, written once into the clip cache in the folder clip's downloader
-expects (named by the file's SHA256, which it checks). Real OpenAI names are
-untouched; ``clip.load`` also accepts the tiny names then.
+the lookup works unchanged. Two things differ from the copy of clip that CoOp and
+its forks carry in their repositories, and ``serve_upstream_clip`` provides them:
+
+- their ``_download(url)`` defaults its folder to ~/.cache/clip, openai-clip's
+  ``_download(url, root)`` requires it: the folder now defaults to the clip cache
+  (``$CLIP_CACHE``, else ~/.cache/clip), where the weights already are;
+- the tiny models (the CPU demo's and the tests') are the same ``clip.model.CLIP``
+  class, so they can take the same path: ``clip._MODELS`` answers their canonical
+  names (``tiny_vit``, ...) with a ``file://`` URL of their full state dict, written
+  once into the clip cache in the folder clip's downloader expects (named by the
+  file's SHA256, which it checks). Real OpenAI names are untouched.
 """
 import glob
 import hashlib
@@ -81,7 +85,19 @@ class _ClipModels(dict):
         return dict.__contains__(self, key) or self._tiny(key)
 
 
-def serve_tiny_to_clip():
-    """Let ``clip._MODELS[name]`` answer the tiny models' names (idempotent)."""
+_OPENAI_DOWNLOAD = clip_api._download
+
+
+def _download(url, root=None):
+    """openai-clip's downloader, with the folder upstream code leaves out defaulted."""
+    from .backbones import clip_cache_dir
+
+    return _OPENAI_DOWNLOAD(url, root or clip_cache_dir())
+
+
+def serve_upstream_clip():
+    """``clip._download(url)`` with a default folder, and ``clip._MODELS[name]`` for the
+    tiny models' names too (idempotent)."""
     if not isinstance(clip_api._MODELS, _ClipModels):
         clip_api._MODELS = _ClipModels(clip_api._MODELS)
+    clip_api._download = _download

@@ -19,8 +19,7 @@ from clip import clip
 
 def load_clip_to_cpu(cfg):
     url = clip._MODELS[cfg.MODEL.BACKBONE.NAME]
-    # openai-clip's _download needs the folder (CoOp's bundled copy defaulted it)
-    model_path = clip._download(url, osp.expanduser("~/.cache/clip"))
+    model_path = clip._download(url)
     try:
         model = torch.jit.load(model_path, map_location="cpu").eval()
         state_dict = None
