@@ -218,3 +218,27 @@ def test_tools_build_their_configs_with_the_one_pipeline():
             text = f.read()
         assert "config_pipeline import cfg_from_argv" in text, tool
         assert "import train\n" not in text and "merge_from_file" not in text, tool
+
+
+def test_rerunning_a_finished_grid_after_a_key_was_added_skips_every_run(
+        demo_root, tmp_path, monkeypatch, capsys):
+    """tools/grid.py recognises its finished runs by their digest: a new key at its neutral
+    value leaves the grid nothing to run; another value of it would run again."""
+    import subprocess
+
+    from tools import grid
+
+    def argv(*opts):
+        return ["--methods", "coop", "--datasets", "demo", "--shots", "1", "--seeds", "1",
+                "--opts", "OPTIM.MAX_EPOCH", "1", *opts, "--data", demo_root,
+                "--output-root", str(tmp_path / "output")]
+
+    first = subprocess.run([sys.executable, osp.join(ROOT, "tools", "grid.py"), *argv()],
+                           cwd=ROOT, capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert first.returncode == 0 and "1 done, 0 skipped, 0 failed" in first.stdout, first.stderr
+    _add_key(monkeypatch, False)
+    assert grid.main(argv()) == 0
+    assert "Grid: 1 runs, 1 finished already (skipped), 0 to run" in capsys.readouterr().out
+    assert grid.main(argv("TRAINER.COOP.NEW_KEY", "True") + ["--dry-run"]) == 0
+    assert "Grid: 1 runs, 0 finished already (skipped), 1 to run" in capsys.readouterr().out
