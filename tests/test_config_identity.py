@@ -13,6 +13,9 @@ import yaml
 from tests.conftest import ROOT, make_cfg, run_train
 from toolbox.errors import UserError
 
+# (importing clip the first time: openai-clip imports the deprecated pkg_resources)
+pytestmark = pytest.mark.filterwarnings("ignore:pkg_resources is deprecated")
+
 TABLE = osp.join(ROOT, "tests", "data", "trainer_config_digests.json")
 TRAINER_FILES = sorted(glob.glob(osp.join(ROOT, "configs", "trainers", "*", "*.yaml")))
 
@@ -148,7 +151,7 @@ def test_a_key_added_at_its_neutral_value_keeps_finished_runs_their_identity(
     import toolbox.config
     import train
     from toolbox.config import config_digest
-    from toolbox.engine.trainer import _config_of, check_run_folder
+    from toolbox.run_folder import _config_of, check_run_folder
 
     out = str(tmp_path / "run")
     args = ["--root", demo_root, "--seed", "1", "--trainer", "CoOp",
