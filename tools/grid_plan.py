@@ -228,13 +228,12 @@ def compute_digests(runs):
     config key or value stops the grid here, before anything runs."""
     import warnings
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-    import train
     from toolbox.config import config_digest
+    from toolbox.config_pipeline import cfg_from_argv
 
     for r in runs:
-        args = train.get_parser().parse_args(["--output-dir", r.out] + r.argv)
         try:
-            r.cfg = train.setup_cfg(args)
+            r.cfg = cfg_from_argv(["--output-dir", r.out] + r.argv)
             r.digest = config_digest(r.cfg)
         except UserError as e:
             raise UserError(f"{r.out}: {one_line(e)}") from None
