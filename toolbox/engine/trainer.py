@@ -117,9 +117,19 @@ def check_run_folder(cfg, eval_only=False, bare_resume=False):
         if not osp.isdir(resume):
             raise UserError(f"--resume: folder not found: {resume}; give the output folder of "
                             "the run to continue, or drop --resume to train from scratch")
-        if not find_checkpoints(resume):
+        found = find_checkpoints(resume)
+        if not found:
             raise UserError(f"--resume: no checkpoint in {resume} (no <model>/checkpoint file); "
                             "drop --resume to train from scratch")
+        for name, path in found.items():
+            if not osp.isfile(path):  # a pointer whose file was deleted or never landed
+                others = sorted((f for f in os.listdir(osp.dirname(path))
+                                 if f.startswith("model") and ".pth" in f), key=lambda f: (len(f), f))
+                instead = (f"write the name of one that exists ({', '.join(others[-2:])}) "
+                           "into it" if others else "delete the pointer")
+                raise UserError(f"--resume: {osp.join(resume, name, 'checkpoint')} names "
+                                f"{osp.basename(path)}, which is missing; put that file back, "
+                                f"{instead}, or drop --resume and give a new --output-dir")
         saved = saved_run(resume)
         if saved["digest"] is None:
             print(f"Note: the checkpoints in {resume} do not record their config; resuming as "

@@ -1,0 +1,199 @@
+"""No silent wrong result, fail fast (issue 22): each case ends in one
+``error: ...`` line (exit 2) naming the problem and the fix, or, where the
+input is legitimate, a correct result with a warning. In-process where the
+case allows it."""
+import json
+import os
+import os.path as osp
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_cfg
+from toolbox.errors import UserError
+
+import datasets  # noqa: F401
+import trainers  # noqa: F401
+
+pytestmark = pytest.mark.fast
+
+DEMO = "configs/datasets/demo.yaml"
+COOP = "configs/trainers/CoOp/tiny_vit_ep10.yaml"
+
+
+# ---- --resume into a folder whose checkpoint pointer names a missing file -----------------
+
+def test_resume_with_a_pointer_to_a_missing_checkpoint_is_one_line(demo_root, tmp_path):
+    from toolbox.engine.trainer import check_run_folder
+
+    out = tmp_path / "run"
+    (out / "prompt_learner").mkdir(parents=True)
+    (out / "prompt_learner" / "checkpoint").write_text("model.pth.tar-3\n")
+    cfg = make_cfg(demo_root, DEMO, COOP, ["--trainer", "CoOp", "--output-dir", str(out),
+                                           "--resume", str(out)])
+    with pytest.raises(UserError) as e:
+        check_run_folder(cfg, bare_resume=False)
+    msg = str(e.value)
+    assert "model.pth.tar-3" in msg and "missing" in msg and "\n" not in msg
+    assert "delete the pointer" in msg
+    # an older checkpoint that is still there is named as the way out
+    (out / "prompt_learner" / "model.pth.tar-2").write_bytes(b"")
+    with pytest.raises(UserError, match=r"write the name of one that exists \(model.pth.tar-2\)"):
+        check_run_folder(cfg, bare_resume=True)
+
+
+# ---- a damaged weights_hashes.json is rebuilt, never a crash after training ---------------
+
+@pytest.mark.parametrize("content", ["[1, 2, 3]", "\"text\"", "{not json", "7"])
+def test_damaged_weights_memo_is_treated_as_absent(tmp_path, content):
+    import hashlib
+
+    from toolbox.features.identity import MEMO_FILE, file_sha256
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"some weights")
+    (tmp_path / MEMO_FILE).write_text(content)
+    assert file_sha256(str(weights), str(tmp_path)) == hashlib.sha256(b"some weights").hexdigest()
+    with open(tmp_path / MEMO_FILE) as f:  # rebuilt: the hash is remembered again
+        assert isinstance(json.load(f), dict)
+
+
+# ---- tools/cache.py prune on a cache it cannot write ---------------------------------------
+
+def _one_store(cache):
+    from toolbox.features import FeatureCache
+
+    fc = FeatureCache(str(cache), {"name": "tiny_vit", "weights_sha256": "ab" * 32,
+                                   "weights_file": None}, "tfm", "fp32", "cpu")
+    return fc, fc.store_path("DemoDigit", "test")
+
+
+def _items(tmp_path, n=3):
+    from toolbox.data.datasets import Datum
+
+    items = []
+    for i in range(n):
+        p = tmp_path / "img" / f"{i}.png"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(bytes([i]) * 10)
+        # same size and time: only the path tells the rows apart
+        os.utime(p, ns=(1_700_000_000_000_000_000,) * 2)
+        items.append(Datum(impath=str(p), label=i))
+    return items
+
+
+def _encode(items):
+    """encode() for FeatureCache.features: row i is [index of the image, 0, 0, 0]."""
+    calls = []
+
+    def encode(positions):
+        calls.append(list(positions))
+        yield positions, np.array([[int(osp.basename(items[i].impath)[0]), 0, 0, 0]
+                                   for i in positions], np.float32)
+    return encode, calls
+
+
+def test_prune_on_a_read_only_cache_is_one_line(tmp_path, monkeypatch, capsys):
+    import tools.cache as cache_tool
+
+    fc, path = _one_store(tmp_path / "cache")
+    items = _items(tmp_path)
+    fc.features(items, "test", ["DemoDigit"] * 3, _encode(items)[0])
+    assert osp.isfile(path)
+    # root ignores permission bits: a read-only file system is what refuses here
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if mode & os.W_OK
+                        else real_access(p, mode))
+    with pytest.raises(SystemExit) as e:
+        cache_tool.main(["prune", "--dir", str(tmp_path / "cache"), "--all"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot remove feature stores in ")
+    assert "read-only" in err and osp.isfile(path)  # refused before removing anything
+    # a removal that fails anyway (a race, an ACL): the same one line
+    monkeypatch.setattr(os, "access", real_access)
+
+    def refuse(p, *a, **k):
+        raise OSError(30, "Read-only file system", p)
+    monkeypatch.setattr(os, "remove", refuse)
+    with pytest.raises(SystemExit) as e:
+        cache_tool.main(["prune", "--dir", str(tmp_path / "cache"), "--all"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "Read-only file system" in err
+
+
+# ---- the feature cache checks each store's header against the request ---------------------
+
+def test_store_copied_from_another_backbone_is_not_served(tmp_path):
+    from toolbox.features import FeatureCache
+
+    items = _items(tmp_path)
+    fc, path = _one_store(tmp_path / "cache")
+    encode, _ = _encode(items)
+    first = fc.features(items, "test", ["DemoDigit"] * 3, encode)
+    other = FeatureCache(fc.dir, dict(fc.identity, name="tiny_rn", weights_sha256="cd" * 32),
+                         "tfm", "fp32", "cpu")
+    target = other.store_path("DemoDigit", "test")
+    os.makedirs(osp.dirname(target))
+    shutil.copy(path, target)  # another backbone's features under this one's folder
+
+    def encode_other(positions):
+        yield positions, -np.ones((len(positions), 4), np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        feats = other.features(items, "test", ["DemoDigit"] * 3, encode_other)
+    assert (feats == -1).all() and (first >= 0).all()
+    assert any("holds features of another backbone (tiny_vit)" in str(w.message)
+               for w in caught)
+    # rebuilt under its own header: served from now on
+    assert (other.features(items, "test", ["DemoDigit"] * 3, encode_other) == -1).all()
+    assert other.stats["hits"] == 3
+
+
+def test_store_whose_rows_were_moved_is_rebuilt(tmp_path):
+    items = _items(tmp_path)
+    fc, path = _one_store(tmp_path / "cache")
+    encode, calls = _encode(items)
+    fc.features(items, "test", ["DemoDigit"] * 3, encode)
+    with open(path, "rb") as f:
+        blob = f.read()
+    a, b = (f'"{items[i].impath}"'.encode() for i in (0, 1))
+    assert len(a) == len(b)  # paths of the same length: the file keeps its size
+    mark = b"<<swap>>"
+    moved = blob.replace(a, mark).replace(b, a).replace(mark, b)
+    assert len(moved) == len(blob) and moved != blob
+    with open(path, "wb") as f:
+        f.write(moved)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        feats = fc.features(items, "test", ["DemoDigit"] * 3, encode)
+    assert feats[:, 0].tolist() == [0, 1, 2]  # each image its own row, recomputed
+    assert len(calls) == 2 and calls[1] == [0, 1, 2]
+    assert any("header checksum mismatch" in str(w.message) for w in caught)
+
+
+def test_next_writer_removes_temp_stores_of_killed_writers_only(tmp_path):
+    from filelock import FileLock
+
+    from toolbox.features.store import TMP_PREFIX
+
+    items = _items(tmp_path)
+    fc, path = _one_store(tmp_path / "cache")
+    os.makedirs(osp.dirname(path))
+    dead = osp.join(osp.dirname(path), TMP_PREFIX + osp.basename(path) + "-abc123")
+    other_store = osp.join(osp.dirname(path), TMP_PREFIX + "val-x.feat-def456")
+    for p in (dead, other_store):
+        with open(p, "wb") as f:
+            f.write(b"partial")
+    fc.features(items, "test", ["DemoDigit"] * 3, _encode(items)[0])
+    assert not osp.exists(dead)  # its writer is gone: the lock was free
+    assert osp.exists(other_store)  # another store's (its writer may be alive)
+    # a live writer holds the store's lock: its temp file survives a reader's pass
+    live = osp.join(osp.dirname(path), TMP_PREFIX + osp.basename(path) + "-live")
+    with open(live, "wb") as f:
+        f.write(b"partial")
+    with FileLock(path + ".lock"):
+        fc.features(items, "test", ["DemoDigit"] * 3, _encode(items)[0])  # all hits, no write
+    assert osp.exists(live)
