@@ -20,7 +20,7 @@ import trainers
 from toolbox.config import check_cfg_values, get_cfg_default, warn_no_op_keys
 from toolbox.data.datasets.check import require_data
 from toolbox.engine import build_trainer, distributed
-from toolbox.engine.trainer import check_run_folder
+from toolbox.engine.trainer import check_run_folder, shots_text
 from toolbox.errors import UserError, one_line, yaml_error
 from toolbox.utils import atomic_write, collect_env_info, set_random_seed, setup_logger
 from trainers.backbones import fill_input_defaults, get_backbone
@@ -131,10 +131,16 @@ def setup_cfg(args):
 def run_header(cfg, args):
     """What runs, in two lines (the full config: <output>/config.yaml, --verbose)."""
     tasks = f" (tasks {', '.join(map(str, cfg.DATASET.TASKS))})" if cfg.DATASET.TASKS else ""
+    from toolbox.engine import TRAINER_REGISTRY
+
+    trainer_cls = TRAINER_REGISTRY._obj_map.get(cfg.TRAINER.NAME)
+    shots = shots_text(cfg.DATASET.NUM_SHOTS, getattr(trainer_cls, "zero_shot", False))
+    if cfg.DATASET.NUM_SHOTS <= 0 and "all" in shots:
+        shots += " (results.json: shots -1)"
     what = "evaluate" if args.eval_only else "train"
     out = cfg.OUTPUT_DIR or "(no output folder)"
     return (f"** {what} {cfg.TRAINER.NAME} on {cfg.DATASET.NAME}{tasks} | backbone "
-            f"{cfg.MODEL.BACKBONE.NAME} | {cfg.DATASET.NUM_SHOTS} shots | seed {cfg.SEED}\n"
+            f"{cfg.MODEL.BACKBONE.NAME} | {shots} | seed {cfg.SEED}\n"
             f"** output {out}" + ("" if args.eval_only or not cfg.OUTPUT_DIR else
                                    " (config.yaml, log.txt, results.json)"))
 

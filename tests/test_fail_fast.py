@@ -197,3 +197,118 @@ def test_next_writer_removes_temp_stores_of_killed_writers_only(tmp_path):
     with FileLock(path + ".lock"):
         fc.features(items, "test", ["DemoDigit"] * 3, _encode(items)[0])  # all hits, no write
     assert osp.exists(live)
+
+
+# ---- a dataset with its own read_items: a renamed class is not hidden by the saved split ---
+
+def test_renamed_class_of_a_read_items_dataset_is_refused(tmp_path):
+    from toolbox.data.datasets import DATASET_REGISTRY, Datum, build_dataset
+    from toolbox.data.datasets.task_dataset import TaskDataset
+
+    names = {"a": "apple", "b": "banana"}
+
+    @DATASET_REGISTRY.register(force=True)
+    class RenamedFruit(TaskDataset):
+        """$DATA/renamed_fruit/<a|b>/*.png, class names from a table in the code."""
+        dataset_dir = "renamed_fruit"
+
+        def read_items(self):
+            return [Datum(impath=osp.join(self.image_dir, f, n), label=i, classname=names[f])
+                    for i, f in enumerate(sorted(names))
+                    for n in sorted(os.listdir(osp.join(self.image_dir, f)))]
+
+    for f in names:
+        os.makedirs(tmp_path / "renamed_fruit" / f)
+        for j in range(5):
+            (tmp_path / "renamed_fruit" / f / f"{j}.png").write_bytes(b"x")
+    cfg = make_cfg(tmp_path, None, None, ["--seed", "1", "DATASET.NAME", "RenamedFruit"])
+    assert build_dataset(cfg).classnames == ["apple", "banana"]
+    split = tmp_path / "renamed_fruit" / "split_RenamedFruit.json"
+    assert split.is_file()
+    assert build_dataset(cfg).classnames == ["apple", "banana"]  # unchanged code: no fuss
+    names["b"] = "plantain"  # the code now names class 1 differently
+    with pytest.raises(UserError) as e:
+        build_dataset(cfg)
+    msg = str(e.value)
+    assert f"delete {split}" in msg and "'banana' in the file, 'plantain' in the code" in msg
+    split.unlink()
+    assert build_dataset(cfg).classnames == ["apple", "plantain"]
+
+
+# ---- results.json: NaN refused by reader and writer; all-images runs are not zero-shot ------
+
+def _results_tree(tmp_path):
+    from tests.test_results_tools import write_run
+
+    root = str(tmp_path / "output")
+    write_run(root, "CoOpMT", "tiny_vit_ep10_4shots", "task", 1, [70.0, 55.0, 60.0])
+    write_run(root, "ZeroshotCLIP", "tiny_vit_0shots", "task", 1, [88.0, 45.0, 35.0])
+    return root
+
+
+def test_results_with_nan_overall_is_one_line_for_every_reader(tmp_path, capsys):
+    from tools import compare, parse_results
+
+    root = _results_tree(tmp_path)
+    path = osp.join(root, "demo", "CoOpMT", "tiny_vit_ep10_4shots", "task", "seed1",
+                    "results.json")
+    with open(path) as f:
+        data = json.load(f)
+    data["overall"] = float("nan")
+    with open(path, "w") as f:
+        json.dump(data, f)  # json writes NaN, as an older train.py could
+    for main, argv in ((parse_results.main, [root]),
+                       (compare.main, ["--root", root, "--dataset", "demo", "--shots", "4"])):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"error: {path} holds a NaN") and "overall" in err
+
+
+def test_nan_accuracy_is_a_user_error_and_no_results_json(demo_root, tmp_path):
+    from toolbox.engine import build_trainer
+
+    out = tmp_path / "zs"
+    cfg = make_cfg(demo_root, DEMO, "configs/trainers/ZeroshotCLIP/tiny_vit.yaml",
+                   ["--trainer", "ZeroshotCLIP", "--output-dir", str(out), "--seed", "1",
+                    "DATASET.TASKS", "['DemoDigit']", "FEATURE_CACHE.ENABLED", "False"])
+    trainer = build_trainer(cfg)
+    trainer.text = trainer.text * float("nan")  # what a diverged model gives
+    with pytest.raises(UserError) as e:
+        trainer.test()
+    msg = str(e.value)
+    assert "540 of 540 test outputs are NaN, task(s) DemoDigit" in msg and "OPTIM.LR" in msg
+    assert "\n" not in msg
+    assert not (out / "results.json").exists()
+
+
+def test_all_images_run_is_labelled_all_not_zero_shot(tmp_path, capsys):
+    from tests.test_results_tools import write_run
+    from tools import compare, parse_results
+    from toolbox.engine.trainer import ALL_IMAGES, results_shots
+
+    assert results_shots(0, zero_shot=False) == ALL_IMAGES == -1
+    assert results_shots(0, zero_shot=True) == 0 and results_shots(4, zero_shot=False) == 4
+    root = _results_tree(tmp_path)
+    # a CoOpMT run on every training image, in the folder a grid names NUM_SHOTS 0 by
+    write_run(root, "CoOpMT", "tiny_vit_ep10_0shots", "task", 1, [99.0, 99.0, 99.0])
+    path = osp.join(root, "demo", "CoOpMT", "tiny_vit_ep10_0shots", "task", "seed1",
+                    "results.json")
+    with open(path) as f:
+        data = json.load(f)
+    data["shots"] = -1
+    with open(path, "w") as f:
+        json.dump(data, f)
+    methods = compare.collect(root, "demo", "tiny_vit")
+    four = compare.tables(methods, [4])[4]
+    # the 4-shot table: CoOp-CA's 4-shot runs and zero-shot CLIP, never the all-images run
+    overall = dict(zip(four[0], four[1][-1]))
+    assert overall["CoOp-CA"] == "61.67" and overall["ZS-CLIP"] == "56.00"
+    compare.main(["--root", root, "--dataset", "demo", "--shots", "4", "all"])
+    out = capsys.readouterr().out
+    assert "## all shots" in out and "99.00" in out.split("## all shots")[1]
+    assert "99.00" not in out.split("## all shots")[0]
+    parse_results.main([root])
+    out = capsys.readouterr().out
+    assert "tiny_vit_ep10_0shots" + os.sep + "task (seeds 1; all training images)" in out

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from toolbox.errors import UserError
 
+ALL_IMAGES = -1  # results.json shots of a run trained on every training image
 SEED_DIR = re.compile(r"^seed(\d+)$")
 SETTING_DIR = re.compile(r"^(?P<config>.+)_(?P<shots>-?\d+)shots$")
 
@@ -30,6 +31,12 @@ class Run:
     @property
     def overall(self):
         return float(self.data["overall"])
+
+    @property
+    def shots(self):
+        """results.json's shots (ALL_IMAGES: every training image), None if unrecorded."""
+        shots = self.data.get("shots")
+        return shots if isinstance(shots, int) and not isinstance(shots, bool) else None
 
     def task_values(self):
         """OrderedDict task -> (metric, value) in the dataset's task order."""
@@ -48,6 +55,11 @@ def read_results(path):
     if problem:
         raise UserError(f"{path} is not a results.json written by train.py ({problem}); delete "
                         "it and run again")
+    bad = [k for k, v in [("overall", data["overall"])] +
+           [(t["task"], t["value"]) for t in data["tasks"]] if not math.isfinite(v)]
+    if bad:  # tables would show 'nan ± nan'
+        raise UserError(f"{path} holds a NaN or infinite accuracy ({', '.join(bad[:3])}); that "
+                        "run's evaluation failed: delete its folder and run it again")
     return data
 
 
@@ -127,6 +139,23 @@ def describe(experiment):
     return info
 
 
+def shots_label(shots):
+    """How a shot count reads in tables: '16', or 'all' for every training image."""
+    return "all" if shots == ALL_IMAGES else str(shots)
+
+
+def experiment_shots(runs, folder_shots=None):
+    """The shots of an experiment's runs: what their results.json files record
+    (a run trained on every image says ALL_IMAGES even in a '_0shots' folder,
+    where a zero-shot run says 0), else the folder name's."""
+    recorded = {r.shots for r in runs if r.shots is not None}
+    if len(recorded) > 1:
+        raise UserError(f"the runs of {runs[0].experiment} record different shots "
+                        f"({sorted(recorded)}); one experiment folder is one setting: move "
+                        "them apart")
+    return recorded.pop() if recorded else folder_shots
+
+
 def mean_std(values, ddof=0):
     """Mean and standard deviation (ddof 0, as CoOp's parse_test_res)."""
     values = list(values)
@@ -143,6 +172,7 @@ class Summary:
     seeds: list
     tasks: OrderedDict  # task -> dict(metric, mean, std, n)
     overall: dict  # mean, std, n: over the seeds' overall figures
+    shots: int = None  # as the runs record it (ALL_IMAGES: every training image)
 
     def rows(self):
         """(task, metric, mean, std, n) rows, the overall figure last."""
@@ -162,7 +192,8 @@ def summarize(experiment, runs, ddof=0):
         m, s = mean_std(entry.pop("values"), ddof)
         entry.update(mean=m, std=s, n=len([r for r in runs if task in r.task_values()]))
     m, s = mean_std([r.overall for r in runs], ddof)
-    return Summary(experiment, [r.seed for r in runs], tasks, dict(mean=m, std=s, n=len(runs)))
+    return Summary(experiment, [r.seed for r in runs], tasks, dict(mean=m, std=s, n=len(runs)),
+                   experiment_shots(runs))
 
 
 def summarize_all(root, ddof=0):

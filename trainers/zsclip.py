@@ -21,6 +21,7 @@ def extend_cfg(cfg):
 class ZeroshotCLIP(ClipTrainer):
     prec_key = "ZSCLIP"
     trains_on_images = False
+    zero_shot = True  # results.json: shots 0 (toolbox/engine/trainer.py results_shots)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

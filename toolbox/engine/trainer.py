@@ -7,6 +7,7 @@ run continues exactly), best-val selection and per-task results.json.
 """
 import datetime
 import glob
+import math
 import os
 import os.path as osp
 import tempfile
@@ -21,6 +22,7 @@ from ..config import config_diff, config_digest
 from ..data import DataManager
 from ..errors import UserError
 from ..evaluation import build_evaluator
+from ..evaluation.evaluator import nan_accuracy_message
 from . import distributed as ddp
 from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
                      mkdir_if_missing, progress, prune_checkpoints, read_json,
@@ -159,6 +161,26 @@ def check_run_folder(cfg, eval_only=False, bare_resume=False):
                         "choose a writable --output-dir") from None
 
 
+ALL_IMAGES = -1  # results.json "shots" of a run trained on every training image
+
+
+def results_shots(num_shots, zero_shot):
+    """results.json's "shots": DATASET.NUM_SHOTS, except that NUM_SHOTS 0 (or less:
+    all images) of a trainer that learns from the training split is ALL_IMAGES, so
+    that tables never show such a run as zero-shot (0)."""
+    if num_shots <= 0 and not zero_shot:
+        return ALL_IMAGES
+    return int(num_shots)
+
+
+def shots_text(num_shots, zero_shot):
+    """'16 shots', 'all training images' or '0 shots (zero-shot)' for logs."""
+    shots = results_shots(num_shots, zero_shot)
+    if shots == ALL_IMAGES:
+        return "all training images"
+    return f"{shots} shots" + (" (zero-shot)" if zero_shot else "")
+
+
 def remove_temp_files(directory):
     """Delete ``.tmp-*`` files (atomic writes a crash interrupted) in a run's
     folder and its model folders."""
@@ -173,6 +195,10 @@ def remove_temp_files(directory):
 
 class TrainerBase:
     """Model registry, checkpoints and the epoch loop."""
+
+    # True for a trainer that never looks at training images (zero-shot CLIP): for it
+    # DATASET.NUM_SHOTS 0 means zero-shot, for the others every training image
+    zero_shot = False
 
     def __init__(self):
         self._models = OrderedDict()
@@ -626,6 +652,10 @@ class SimpleTrainer(TrainerBase):
         cfg = self.cfg
         per_task = [{k: v for k, v in r.items() if k != "per_class"}
                     for r in self.evaluator.per_task]
+        bad = [r["task"] for r in per_task if not math.isfinite(float(r["value"]))]
+        if bad or not math.isfinite(float(results["accuracy"])):
+            # never a results.json that tables would show as 'nan ± nan'
+            raise UserError(nan_accuracy_message(bad))
         out = OrderedDict(
             dataset=cfg.DATASET.NAME, trainer=cfg.TRAINER.NAME,
             backbone=cfg.MODEL.BACKBONE.NAME,  # canonical (trainers/backbones.py)
@@ -633,7 +663,9 @@ class SimpleTrainer(TrainerBase):
             # the output folder is <backbone>[@<tag>]_<schedule> (tools/grid.py)
             backbone_pretrained=str(cfg.MODEL.BACKBONE.PRETRAINED or ""),
             backbone_path=cfg.MODEL.BACKBONE.PATH,
-            shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED,
+            # NUM_SHOTS 0 is every training image (-1, ALL_IMAGES) for a trained model;
+            # 0 means zero-shot only for a trainer that never sees a training image
+            shots=results_shots(cfg.DATASET.NUM_SHOTS, self.zero_shot), seed=cfg.SEED,
             subsample_classes=cfg.DATASET.SUBSAMPLE_CLASSES, split="test",
             epoch=getattr(self, "model_epoch", None),  # of the weights tested
             overall=results["accuracy"], overall_is="unweighted mean of per-task metrics",
