@@ -19,6 +19,7 @@ import datasets  # noqa: F401  (registers the datasets)
 import trainers
 from toolbox.config import check_cfg_values, get_cfg_default, warn_no_op_keys
 from toolbox.data.datasets.check import require_data
+from toolbox.data.suite import warn_suite_flag
 from toolbox.engine import build_trainer, distributed
 from toolbox.engine.trainer import check_run_folder, shots_text
 from toolbox.errors import UserError, one_line, yaml_error
@@ -208,6 +209,7 @@ def main(args):
         sys.stdout = open(os.devnull, "w")
     if distributed.is_main_process():
         warn_no_op_keys(cfg)
+        warn_suite_flag(cfg, args.dataset_config_file)
     setup_files = SetupFiles(cfg.OUTPUT_DIR)
     try:
         trainer = setup(cfg, args)

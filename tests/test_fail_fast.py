@@ -312,3 +312,43 @@ def test_all_images_run_is_labelled_all_not_zero_shot(tmp_path, capsys):
     parse_results.main([root])
     out = capsys.readouterr().out
     assert "tiny_vit_ep10_0shots" + os.sep + "task (seeds 1; all training images)" in out
+
+
+# ---- the old '# suite' marker is no longer a suite: said wherever the question is answered -
+
+def test_old_suite_marker_warns_and_is_not_a_suite(tmp_path):
+    from toolbox.data.suite import is_suite, warn_suite_flag
+
+    old = tmp_path / "old.yaml"
+    old.write_text("# suite: Demo, three digit tasks\nDATASET:\n  NAME: \"Demo\"\n")
+    new = tmp_path / "new.yaml"
+    new.write_text("# Demo\nDATASET:\n  NAME: \"Demo\"\n  SUITE: True  # several tasks\n")
+    single = tmp_path / "single.yaml"
+    single.write_text("# one task\nDATASET:\n  NAME: \"DemoDigit\"\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert is_suite(str(old)) is False
+        assert is_suite(str(new)) is True and is_suite(str(single)) is False
+        assert is_suite(str(tmp_path / "none.yaml")) is False
+    assert [str(w.message) for w in caught] == [
+        f"{old} starts with the old '# suite' marker, which no longer makes it a suite (it gets "
+        "the single-dataset schedule): add DATASET.SUITE True to it"]
+
+    def warned(cfg, path):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_suite_flag(cfg, path)
+        return [str(w.message) for w in caught]
+    # train.py: a multi-task dataset without the key, run as a whole, is warned about
+    cfg = make_cfg(tmp_path, str(old), None)
+    assert len(warned(cfg, str(old))) == 1 and "old '# suite' marker" in warned(cfg, str(old))[0]
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("DATASET:\n  NAME: \"Demo\"\n")
+    msgs = warned(make_cfg(tmp_path, str(plain), None), str(plain))
+    assert msgs == [f"dataset Demo is a multi-task suite but DATASET.SUITE is not True, so "
+                    f"scripts give it the single-dataset schedule: add DATASET.SUITE True to "
+                    f"{plain}"]
+    assert warned(make_cfg(tmp_path, str(new), None), str(new)) == []
+    assert warned(make_cfg(tmp_path, str(single), None), str(single)) == []
+    assert warned(make_cfg(tmp_path, str(plain), None, ["DATASET.TASKS", "['DemoDigit']"]),
+                  str(plain)) == []

@@ -168,8 +168,8 @@ def results_shots(num_shots, zero_shot):
     """results.json's "shots": DATASET.NUM_SHOTS, except that NUM_SHOTS 0 (or less:
     all images) of a trainer that learns from the training split is ALL_IMAGES, so
     that tables never show such a run as zero-shot (0)."""
-    if num_shots <= 0 and not zero_shot:
-        return ALL_IMAGES
+    if num_shots <= 0:
+        return 0 if zero_shot else ALL_IMAGES
     return int(num_shots)
 
 
