@@ -352,3 +352,20 @@ def test_old_suite_marker_warns_and_is_not_a_suite(tmp_path):
     assert warned(make_cfg(tmp_path, str(single), None), str(single)) == []
     assert warned(make_cfg(tmp_path, str(plain), None, ["DATASET.TASKS", "['DemoDigit']"]),
                   str(plain)) == []
+
+
+# ---- SoftCPT says what text it feeds its meta network for each task -------------------------
+
+def test_softcpt_logs_each_tasks_text(demo_root, tmp_path, capsys):
+    from toolbox.engine import build_trainer
+
+    cfg = make_cfg(demo_root, DEMO, "configs/trainers/SoftCPT/tiny_vit_ep10.yaml",
+                   ["--trainer", "SoftCPT", "--output-dir", str(tmp_path / "o"), "--seed", "1",
+                    "DATASET.NUM_SHOTS", "1", "FEATURE_CACHE.ENABLED", "False"])
+    trainer = build_trainer(cfg)
+    out = capsys.readouterr().out
+    assert "SoftCPT task texts (TRAINER.SOFTCPT.TASK_INPUT name;" in out
+    from trainers.softcpt import task_text
+    for t in trainer.tasks:
+        assert f'  {t.name}: "{task_text(t, "name")}"' in out
+    assert '  DemoDigit: "demo digit"' in out
