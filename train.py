@@ -204,17 +204,23 @@ def main(args):
     threads = tiny_cpu_threads(cfg)
     if threads:
         torch.set_num_threads(threads)
-    # torchrun --nproc_per_node N: join the process group; only rank 0 prints and writes
-    if distributed.init_from_env(cfg.USE_CUDA) > 1 and not distributed.is_main_process():
+    # torchrun --nproc_per_node N: only rank 0 prints and writes
+    main_rank = distributed.launched_rank() == 0
+    if not main_rank:
         sys.stdout = open(os.devnull, "w")
-    if distributed.is_main_process():
+    if main_rank:
         warn_no_op_keys(cfg)
         warn_suite_flag(cfg, args.dataset_config_file)
     setup_files = SetupFiles(cfg.OUTPUT_DIR)
     try:
+        # Before joining the process group: a refused folder fails every rank alike, and
+        # no rank is left waiting in the group for one that has stopped.
+        check_run_folder(cfg, eval_only=args.eval_only,
+                         bare_resume=args.resume == "__output_dir__")
+        distributed.init_from_env(cfg.USE_CUDA)
         trainer = setup(cfg, args)
     except UserError:
-        if distributed.is_main_process():
+        if main_rank:
             setup_files.remove()
         raise
     if args.eval_only:
@@ -228,8 +234,7 @@ def main(args):
 def setup(cfg, args):
     """Everything up to a built trainer (with its evaluated weights loaded for
     --eval-only); a UserError here leaves the output folder as it was."""
-    # Before the log file: a refused run writes nothing into the folder.
-    check_run_folder(cfg, eval_only=args.eval_only, bare_resume=args.resume == "__output_dir__")
+    # check_run_folder ran before (main): a refused run writes nothing into the folder.
     if distributed.is_main_process():
         setup_logger(cfg.OUTPUT_DIR)
     print(run_header(cfg, args))
@@ -264,15 +269,28 @@ def cli(argv=None):
     try:
         main(args)
     except UserError as e:
-        sys.stdout.flush()
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        user_error(e)
     except RuntimeError as e:  # a UserError raised inside a DataLoader worker
         if "UserError" in str(e):
-            sys.stdout.flush()
-            print(f"error: {one_line(e)}", file=sys.stderr)
-            sys.exit(2)
+            user_error(e)
         raise
+
+
+QUIET_RANK_WAIT = 20.0  # seconds a non-zero rank waits for rank 0 to report the error
+
+
+def user_error(exc):
+    """One line ``error: ...`` and exit code 2; under torchrun only rank 0 prints it
+    (every rank meets the same bad input). Another rank waits for torchrun to stop it
+    once rank 0 has failed: exiting first would make torchrun stop rank 0 before it
+    printed. Still running after QUIET_RANK_WAIT, its error is its own: it prints it."""
+    sys.stdout.flush()
+    if distributed.launched_rank() != 0:
+        import time
+
+        time.sleep(QUIET_RANK_WAIT)
+    print(f"error: {one_line(exc)}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
