@@ -369,3 +369,42 @@ def test_softcpt_logs_each_tasks_text(demo_root, tmp_path, capsys):
     for t in trainer.tasks:
         assert f'  {t.name}: "{task_text(t, "name")}"' in out
     assert '  DemoDigit: "demo digit"' in out
+
+
+# ---- a plain state dict whose architecture is registered with both activations -------------
+
+def test_open_clip_tiny_vit_weights_are_not_loaded_as_tiny_vit(demo_root, tmp_path):
+    import torch
+
+    from trainers.backbones import create_backbone
+    from trainers.clip_model import load_clip_from_cfg, tokenize
+
+    oc, _ = create_backbone("open_clip:tiny-ViT", random_weights=True)  # GELU
+    torch.save(oc.state_dict(), tmp_path / "oc.pt")
+
+    def cfg(*opts):
+        return make_cfg(demo_root, DEMO, COOP, ["MODEL.BACKBONE.PATH", str(tmp_path / "oc.pt"),
+                                                *opts])
+    # the tiny config names tiny_vit (QuickGELU): refused, both ways out named
+    with pytest.raises(UserError) as e:
+        load_clip_from_cfg(cfg())
+    msg = str(e.value)
+    assert "registered as tiny_vit (quick_gelu) and open_clip:tiny-ViT (gelu)" in msg
+    assert "MODEL.BACKBONE.ACTIVATION gelu with MODEL.BACKBONE.NAME open_clip:tiny-ViT" in msg
+    with pytest.raises(UserError, match="ACTIVATION gelu does not fit backbone tiny_vit, which "
+                                        "runs quick_gelu; load these weights as "
+                                        "open_clip:tiny-ViT"):
+        load_clip_from_cfg(cfg("MODEL.BACKBONE.ACTIVATION", "gelu"))
+    with pytest.raises(UserError, match="MODEL.BACKBONE.ACTIVATION must be one of"):
+        cfg("MODEL.BACKBONE.ACTIVATION", "relu")
+    # loaded as what it is: the OpenCLIP model's own features, under its own name
+    good = cfg("MODEL.BACKBONE.NAME", "open_clip:tiny-ViT", "MODEL.BACKBONE.ACTIVATION", "gelu")
+    assert good.MODEL.BACKBONE.NAME == "open_clip:tiny-ViT"
+    model = load_clip_from_cfg(good)
+    quick = load_clip_from_cfg(cfg("MODEL.BACKBONE.ACTIVATION", "quick_gelu"))  # as stated
+    img, tok = torch.randn(2, 3, 32, 32), tokenize(["a photo of the digit one.", "two"])
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(img), oc.encode_image(img), atol=1e-6)
+        assert torch.allclose(model.encode_text(tok), oc.encode_text(tok), atol=1e-6)
+        # what the silent load gave: other features under tiny_vit's name
+        assert (quick.encode_image(img) - oc.encode_image(img)).abs().max() > 1e-3

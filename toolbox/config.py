@@ -105,6 +105,11 @@ _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = ""  # registered backbone (python tools/backbones.py): rn50, vit_b16, open_clip:ViT-B-32, tiny_vit, ...
 _C.MODEL.BACKBONE.PRETRAINED = ""  # OpenCLIP weights tag (e.g. laion2b_s34b_b79k)
 _C.MODEL.BACKBONE.PATH = ""  # local weights file; overrides the clip cache / PRETRAINED
+# The activation the plain state dict in PATH was trained with: quick_gelu (OpenAI-style
+# CLIPs: rn50, vit_b16, tiny_vit, ...) or gelu (most OpenCLIP models). Only asked for when
+# the file's architecture is registered with both (e.g. tiny_vit and open_clip:tiny-ViT),
+# since the weights cannot tell; it must fit MODEL.BACKBONE.NAME. "" = not given.
+_C.MODEL.BACKBONE.ACTIVATION = ""
 # Dassl's classification head (CLIP trainers classify with text features instead)
 _C.MODEL.HEAD = CN()
 _C.MODEL.HEAD.NAME = ""  # kept for Dassl compatibility; no effect
@@ -235,6 +240,8 @@ def check_cfg_values(cfg):
     at_least("DATASET.NUM_SHOTS", cfg.DATASET.NUM_SHOTS, -1,
              "a number of images per class (1 or more), or 0 / -1 for all images")
     check_choice("DATASET.SUBSAMPLE_CLASSES", cfg.DATASET.SUBSAMPLE_CLASSES, ("all", "base", "new"))
+    check_choice("MODEL.BACKBONE.ACTIVATION", cfg.MODEL.BACKBONE.ACTIVATION,
+                 ("", "quick_gelu", "gelu"))
     check_choice("TEST.SPLIT", cfg.TEST.SPLIT, ("test", "val"))
     check_choice("TEST.FINAL_MODEL", cfg.TEST.FINAL_MODEL, ("last_step", "best_val"))
 
@@ -257,7 +264,7 @@ DIGEST_IGNORED_KEYS += ("FEATURE_CACHE.ENABLED", "FEATURE_CACHE.DIR")
 DIGEST_IGNORED_KEYS += ("TRAIN.PRINT_FREQ",)
 # Keys left out of the digest while they hold this value: keys added after runs were
 # made, whose default computes what those runs computed (their digests stay valid).
-DIGEST_OMITTED_AT = {"FEATURE_CACHE.TRAIN_VIEWS": 0}
+DIGEST_OMITTED_AT = {"FEATURE_CACHE.TRAIN_VIEWS": 0, "MODEL.BACKBONE.ACTIVATION": ""}
 
 
 def _pop_default_keys(c):
