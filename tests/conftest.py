@@ -20,6 +20,14 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 os.environ.setdefault("CLIP_CACHE", osp.join(ROOT, ".pytest_cache", "clip"))
 os.environ.setdefault("CLIP_OFFLINE", "1")
 
+# Scripts and tools the tests start run this interpreter (the one with torch), not
+# whatever `python` comes first on PATH: a suite started as /path/venv/bin/python -m
+# pytest without an activated venv passes too. scripts/common.sh reads PYTHON.
+BIN = osp.dirname(sys.executable)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != BIN:
+    os.environ["PATH"] = BIN + os.pathsep + os.environ.get("PATH", "")
+os.environ["PYTHON"] = sys.executable
+
 import torch  # noqa: E402
 
 # The tests train tiny models in-process: a second thread only spins on their width-64
