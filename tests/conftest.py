@@ -82,8 +82,19 @@ def run_train(*argv, check=True, timeout=600, env=None, fresh=False):
     return proc
 
 
+# The fast tier (`pytest -m fast`, pytest.ini): unit-level test files that run in process
+# (no train.py subprocess, no torchrun), together well under 2 minutes on 2 cores. A file
+# may also mark itself (pytestmark = pytest.mark.fast).
+FAST_FILES = {"test_lr_schedule.py", "test_per_task.py", "test_prompt_logits.py",
+              "test_script_conventions.py", "test_demo_configs.py", "test_clip_model.py"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked cuda (pytest.ini) are skipped where no GPU is present."""
+    """Files of the fast tier get the fast mark; tests marked cuda (pytest.ini) are
+    skipped where no GPU is present."""
+    for item in items:
+        if osp.basename(str(item.fspath)) in FAST_FILES:
+            item.add_marker(pytest.mark.fast)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
