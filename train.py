@@ -134,7 +134,8 @@ def run_header(cfg, args):
     tasks = f" (tasks {', '.join(map(str, cfg.DATASET.TASKS))})" if cfg.DATASET.TASKS else ""
     from toolbox.engine import TRAINER_REGISTRY
 
-    trainer_cls = TRAINER_REGISTRY._obj_map.get(cfg.TRAINER.NAME)
+    name = cfg.TRAINER.NAME
+    trainer_cls = TRAINER_REGISTRY.get(name) if name in TRAINER_REGISTRY else None
     shots = shots_text(cfg.DATASET.NUM_SHOTS, getattr(trainer_cls, "zero_shot", False))
     if cfg.DATASET.NUM_SHOTS <= 0 and "all" in shots:
         shots += " (results.json: shots -1)"

@@ -408,3 +408,16 @@ def test_open_clip_tiny_vit_weights_are_not_loaded_as_tiny_vit(demo_root, tmp_pa
         assert torch.allclose(model.encode_text(tok), oc.encode_text(tok), atol=1e-6)
         # what the silent load gave: other features under tiny_vit's name
         assert (quick.encode_image(img) - oc.encode_image(img)).abs().max() > 1e-3
+
+
+def test_run_header_says_all_images_or_zero_shot(demo_root):
+    import train
+
+    def header(trainer, config, shots):
+        cfg = make_cfg(demo_root, DEMO, config, ["--trainer", trainer,
+                                                  "DATASET.NUM_SHOTS", str(shots)])
+        return train.run_header(cfg, train.get_parser().parse_args([])).split(" | ")[2]
+    assert header("CoOp", COOP, 0) == "all training images (results.json: shots -1)"
+    assert header("CoOp", COOP, 4) == "4 shots"
+    assert header("ZeroshotCLIP", "configs/trainers/ZeroshotCLIP/tiny_vit.yaml", 0) == \
+        "0 shots (zero-shot)"

@@ -61,7 +61,8 @@ def warn_suite_flag(cfg, dataset_config_file=""):
     from .datasets import DATASET_REGISTRY
     from .datasets.multitask import MultiTaskDataset
 
-    cls = DATASET_REGISTRY._obj_map.get(cfg.DATASET.NAME)
+    name = cfg.DATASET.NAME
+    cls = DATASET_REGISTRY.get(name) if name in DATASET_REGISTRY else None
     if not (isinstance(cls, type) and issubclass(cls, MultiTaskDataset)):
         return
     if len(cfg.DATASET.TASKS) == 1:  # one task of a suite: not a joint run
