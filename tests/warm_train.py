@@ -136,7 +136,12 @@ class _Server:
                                               "script": script})
                                   + "\n")
             self.proc.stdin.flush()
-            pid = json.loads(self._line(60))["pid"]
+            try:
+                # the first request also waits for the server's imports (slow on a busy machine)
+                pid = json.loads(self._line(timeout))["pid"]
+            except subprocess.TimeoutExpired:
+                self.kill()  # it may answer later: never read a stale reply
+                raise RuntimeError("the warm train.py server did not answer") from None
             try:
                 reply = self._line(timeout)
             except subprocess.TimeoutExpired:
@@ -144,7 +149,10 @@ class _Server:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                self._line(60)
+                try:
+                    self._line(60)
+                except subprocess.TimeoutExpired:
+                    self.kill()
                 raise subprocess.TimeoutExpired([TRAIN, *argv], timeout)
             returncode = json.loads(reply)["returncode"]
             with open(out, errors="replace") as f, open(err, errors="replace") as g:
@@ -159,6 +167,12 @@ class _Server:
         if not line:
             raise RuntimeError(f"the warm train.py server died (exit {self.proc.wait()})")
         return line
+
+    def kill(self):
+        """Stop a server whose replies can no longer be trusted (runs go elsewhere)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def close(self):
         if self.proc.poll() is None:
@@ -190,8 +204,8 @@ def run(argv, env, cwd=ROOT, timeout=600, script=TRAIN):
     if server.proc.poll() is None:
         try:
             return server.run(argv, env, cwd, timeout, script)
-        except (RuntimeError, BrokenPipeError):  # the server died under this run
-            pass
+        except (RuntimeError, BrokenPipeError, ValueError, KeyError):
+            server.kill()  # died, hung or out of step: this run and later ones go fresh
     return subprocess.run([sys.executable, script, *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
