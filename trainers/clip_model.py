@@ -280,15 +280,17 @@ def load_openai_style(entry, path="", random_weights=False, activation=""):
                         f"MODEL.BACKBONE.PATH or fix MODEL.BACKBONE.NAME ({what})") from None
     if not _same_spec(spec, entry.spec):
         raise _wrong_arch(entry, path, state_dict, cache_file=weights_file_of(entry))
-    check_activation(entry, path, activation, plain=bool(path) and not _is_torchscript(path))
     try:
-        return build_model(state_dict)
+        model = build_model(state_dict)
     except (KeyError, RuntimeError, ValueError, IndexError, TypeError) as e:
         detail = " ".join(str(e).split())  # one line: the problem and the fix first
         raise UserError(f"weights for backbone '{entry.name}'{(' from ' + path) if path else ''} "
                         "do not form a CLIP model; give a CLIP weights file with "
                         f"MODEL.BACKBONE.PATH or fix MODEL.BACKBONE.NAME ({type(e).__name__}: "
                         f"{detail[:300]})") from None
+    # weights that form this CLIP: is it the activation they were trained with?
+    check_activation(entry, path, activation, plain=bool(path) and not _is_torchscript(path))
+    return model
 
 
 def _open_clip_download(entry, tag):
