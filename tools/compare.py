@@ -325,7 +325,8 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     try:
         if any(s < 1 and s != ALL_IMAGES for s in args.shots):
-            raise UserError("--shots must be positive (zero-shot results join every column)")
+            raise UserError("--shots must be positive counts or 'all' (zero-shot results join "
+                            "every column)")
         args.backbone = canonical_backbone(args.backbone)
         methods = collect(args.root, args.dataset, args.backbone)
         all_tables = tables(methods, args.shots)
