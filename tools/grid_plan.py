@@ -68,8 +68,11 @@ def dataset_yaml(dataset):
 
 
 def is_suite(dataset):
-    """Whether a dataset config is a suite (several tasks), by its DATASET.SUITE key."""
-    return bool((dataset_yaml(dataset).get("DATASET") or {}).get("SUITE", False))
+    """Whether a dataset config is a suite (several tasks), by its DATASET.SUITE key
+    (a warning where the file still has the old '# suite' marker instead)."""
+    from toolbox.data.suite import is_suite as config_is_suite
+
+    return config_is_suite(osp.join(CONFIGS, "datasets", dataset + ".yaml"))
 
 
 def _as_list(value):
@@ -170,7 +173,7 @@ def expand(spec, data="./data", output_root="output"):
     for dataset in datasets:
         dcfg = osp.join(CONFIGS, "datasets", dataset + ".yaml")
         dyaml = dataset_yaml(dataset)
-        suite = bool((dyaml.get("DATASET") or {}).get("SUITE", False))
+        suite = is_suite(dataset)
         for backbone in backbones or [default_backbone(dataset)]:
             backbone = canonical_name(backbone)
             entry = get_backbone(backbone)
