@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from toolbox.config import declare_neutral
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError, check_choice
 from toolbox.methods import ImageEncoder, Method, Setting, register_method
@@ -44,6 +45,7 @@ def extend_cfg(cfg):
     cfg.TRAINER.CLIP_LORA.TEMPLATES = "task"  # one template per task (upstream: template[0])
     cfg.TRAINER.CLIP_LORA.LOGIT_SCALE = 0.0  # 0: the model's own (100 on OpenAI CLIP, upstream's)
     cfg.TRAINER.CLIP_LORA.PREC = "fp16"  # fp16 | amp | bf16 | fp32 (fp32 always on CPU)
+    declare_neutral("TRAINER.CLIP_LORA", cfg.TRAINER.CLIP_LORA)  # a new group: runs keep ids
 
 
 @TRAINER_REGISTRY.register()

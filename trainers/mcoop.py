@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from toolbox.config import declare_neutral
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import check_choice
 from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
@@ -26,6 +27,7 @@ def extend_cfg(cfg):
     # union: cross-entropy over all classes of all tasks (upstream); task: over each
     # sample's own task's classes (CoOp-MT's hard masking)
     cfg.TRAINER.MCOOP.LOSS = "union"
+    declare_neutral("TRAINER.MCOOP", cfg.TRAINER.MCOOP)  # a new group: runs keep their ids
 
 
 @TRAINER_REGISTRY.register()

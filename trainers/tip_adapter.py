@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from toolbox.config import declare_neutral
 from toolbox.data.data_manager import build_data_loader
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError, check_choice
@@ -61,6 +62,7 @@ def extend_cfg(cfg):
     cfg.TRAINER.TIP_ADAPTER.LOGIT_SCALE = 0.0  # 0: the model's own (100 on OpenAI CLIP, upstream's)
     cfg.TRAINER.TIP_ADAPTER.ADAM_EPS = 1e-4  # Tip-Adapter-F's AdamW eps (upstream)
     cfg.TRAINER.TIP_ADAPTER.PREC = "fp16"  # feature extraction: fp16 | amp | bf16 | fp32
+    declare_neutral("TRAINER.TIP_ADAPTER", cfg.TRAINER.TIP_ADAPTER)  # a new group: runs keep ids
 
 
 def search_grid(scale, steps):
