@@ -1,24 +1,20 @@
-"""Reading and grouping results.json files (shared by parse_results.py and
-compare.py; protocol tables can build on the same functions).
+"""Finding, grouping and summarising results.json files (shared by
+parse_results.py, compare.py, protocols.py and the grid's tables).
 
-Layout written by scripts/common.sh:
+The layout and the results.json reader belong to toolbox/run_folder.py:
     <root>/<dataset>/<Trainer>/<config>_<shots>shots/<variant>/seed<S>/results.json
 A run folder is one seed; an experiment is the run folder's parent (all
 seeds of one setting). Figures are never parsed from logs.
 """
 import glob
-import json
 import math
 import os.path as osp
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from toolbox.errors import UserError
-
-ALL_IMAGES = -1  # results.json shots of a run trained on every training image
-SEED_DIR = re.compile(r"^seed(\d+)$")
-SETTING_DIR = re.compile(r"^(?P<config>.+)_(?P<shots>-?\d+)shots$")
+from toolbox.run_folder import (ALL_IMAGES, SEED_DIR, SETTING_DIR, describe,  # noqa: F401
+                                read_results, results_shape_problem, shots_label)
 
 
 @dataclass
@@ -42,50 +38,6 @@ class Run:
         """OrderedDict task -> (metric, value) in the dataset's task order."""
         return OrderedDict((t["task"], (t["metric"], float(t["value"])))
                            for t in self.data.get("tasks", []))
-
-
-def read_results(path):
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {path} ({type(e).__name__}); delete the run folder and "
-                        "run it again") from None
-    problem = results_shape_problem(data)
-    if problem:
-        raise UserError(f"{path} is not a results.json written by train.py ({problem}); delete "
-                        "it and run again")
-    bad = [k for k, v in [("overall", data["overall"])] +
-           [(t["task"], t["value"]) for t in data["tasks"]] if not math.isfinite(v)]
-    if bad:  # tables would show 'nan ± nan'
-        raise UserError(f"{path} holds a NaN or infinite accuracy ({', '.join(bad[:3])}); that "
-                        "run's evaluation failed: delete its folder and run it again")
-    return data
-
-
-def _number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def results_shape_problem(data):
-    """What is wrong with the shape of a parsed results.json ('' if nothing):
-    an object with a number 'overall' and a list 'tasks' of objects with a
-    string 'task' and 'metric' and a number 'value'."""
-    if not isinstance(data, dict):
-        return f"a JSON {type(data).__name__}, not an object"
-    if "overall" not in data or "tasks" not in data:
-        return "no 'overall'/'tasks'"
-    if not _number(data["overall"]):
-        return "'overall' is not a number"
-    if not isinstance(data["tasks"], list):
-        return "'tasks' is not a list"
-    for t in data["tasks"]:
-        if not (isinstance(t, dict) and isinstance(t.get("task"), str)
-                and isinstance(t.get("metric"), str) and _number(t.get("value"))):
-            return "an entry of 'tasks' is not {task, metric, value}"
-    if "seed" in data and not isinstance(data["seed"], int):
-        return "'seed' is not an integer"
-    return ""
 
 
 def write_output(path, write, what="output"):
@@ -125,39 +77,8 @@ def group_runs(runs):
     return groups
 
 
-def describe(experiment):
-    """dataset, trainer, config, shots, variant of a standard experiment path
-    (None values where the path does not follow the layout)."""
-    parts = experiment.split(osp.sep)
-    info = dict(dataset=None, trainer=None, config=None, shots=None, variant=None)
-    if len(parts) >= 4:
-        match = SETTING_DIR.match(parts[-2])
-        if match:
-            info.update(dataset=osp.join(*parts[:-3]), trainer=parts[-3],
-                        config=match.group("config"), shots=int(match.group("shots")),
-                        variant=parts[-1])
-    return info
-
-
-def shots_label(shots):
-    """How a shot count reads in tables: '16', or 'all' for every training image."""
-    return "all" if shots == ALL_IMAGES else str(shots)
-
-
-def experiment_shots(runs, folder_shots=None):
-    """The shots of an experiment's runs: what their results.json files record
-    (a run trained on every image says ALL_IMAGES even in a '_0shots' folder,
-    where a zero-shot run says 0), else the folder name's."""
-    recorded = {r.shots for r in runs if r.shots is not None}
-    if len(recorded) > 1:
-        raise UserError(f"the runs of {runs[0].experiment} record different shots "
-                        f"({sorted(recorded)}); one experiment folder is one setting: move "
-                        "them apart")
-    return recorded.pop() if recorded else folder_shots
-
-
 def mean_std(values, ddof=0):
-    """Mean and standard deviation (ddof 0, as CoOp's parse_test_res)."""
+    """Mean and standard deviation (ddof 0, the population std, as Dassl-based prompt-tuning papers report)."""
     values = list(values)
     n = len(values)
     m = sum(values) / n
@@ -194,6 +115,18 @@ def summarize(experiment, runs, ddof=0):
     m, s = mean_std([r.overall for r in runs], ddof)
     return Summary(experiment, [r.seed for r in runs], tasks, dict(mean=m, std=s, n=len(runs)),
                    experiment_shots(runs))
+
+
+def experiment_shots(runs, folder_shots=None):
+    """The shots of an experiment's runs: what their results.json files record
+    (a run trained on every image says ALL_IMAGES even in a '_0shots' folder,
+    where a zero-shot run says 0), else the folder name's."""
+    recorded = {r.shots for r in runs if r.shots is not None}
+    if len(recorded) > 1:
+        raise UserError(f"the runs of {runs[0].experiment} record different shots "
+                        f"({sorted(recorded)}); one experiment folder is one setting: move "
+                        "them apart")
+    return recorded.pop() if recorded else folder_shots
 
 
 def summarize_all(root, ddof=0):

@@ -15,10 +15,12 @@ from yacs.config import CfgNode as CN
 
 from toolbox.data.data_manager import build_data_loader
 from toolbox.engine import TRAINER_REGISTRY
+from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
 from toolbox.errors import UserError
 from toolbox.metrics.per_task import task_metric  # noqa: F401  (also imported from here)
 from toolbox.utils import atomic_write, progress
 
+from .backbones import canonical_name
 from .base import ClipTrainer
 from .clip_model import embed_dim
 from .feature_cache import accepts_features
@@ -71,6 +73,7 @@ def search_c(x_tr, y_tr, x_val, y_val, metric, cfg_lp):
 
 @TRAINER_REGISTRY.register()
 class LinearProbeCLIP(ClipTrainer):
+    image_encoder = FROZEN_ENCODER  # frozen: the feature cache may serve both phases
     prec_key = "LINEAR_PROBE"
     trains_on_images = False  # features of the test-time transform, not training views
 
@@ -141,7 +144,7 @@ class LinearProbeCLIP(ClipTrainer):
         if self.output_dir:
             # what they were fit on, checked by --eval-only (load_model)
             state = {"classifiers": self.classifiers, "trainer": "LinearProbeCLIP",
-                     "tasks": self.task_signature(), "backbone": self.cfg.MODEL.BACKBONE.NAME,
+                     "tasks": self.task_signature(), "backbone": canonical_name(self.cfg),
                      "feature_dim": int(self.classifiers[0]["coef"].shape[1])}
             atomic_write(osp.join(self.output_dir, CLASSIFIER_FILE),
                          lambda f: torch.save(state, f), mode="wb")
@@ -195,8 +198,8 @@ class LinearProbeCLIP(ClipTrainer):
                 raise UserError(f"linear-probe classifiers {path} ({len(classifiers)} tasks) do "
                                 f"not fit this run's {len(ranges)} tasks ({describe(mine)}); "
                                 + fix)
-        backbone = self.cfg.MODEL.BACKBONE.NAME
-        if state.get("backbone", backbone) != backbone:
+        backbone = canonical_name(self.cfg)
+        if canonical_name(state.get("backbone") or backbone) != backbone:
             raise UserError(f"linear-probe classifiers {path} were fit on features of backbone "
                             f"{state['backbone']}, this run's is {backbone}; " + fix)
         dim = embed_dim(self.clip_model)
@@ -228,3 +231,14 @@ class LinearProbeCLIP(ClipTrainer):
                 scores = feats @ w.t() + b
             out[:, c["classes"].to(self.device)] = torch.log_softmax(scores, dim=1)
         return out
+
+
+@register_method
+class LinearProbeMethod(Method):
+    name, trainer, label, colour, order = "linear_probe", "LinearProbeCLIP", "LP-CLIP", \
+        "bluish green", 70
+    quick = True  # in the benches' default demo grids
+    variants, default_variant = ("logreg",), "logreg"
+
+    def setting(self, ctx, variant):
+        return Setting(self.trainer, ctx.backbone, variant)
