@@ -124,6 +124,8 @@ def main(args):
         # no rank is left waiting in the group for one that has stopped.
         check_run_folder(cfg, eval_only=args.eval_only,
                          bare_resume=args.resume == "__output_dir__")
+        if main_rank and cfg.OUTPUT_DIR and not args.eval_only:
+            lock_run_folder(cfg.OUTPUT_DIR)  # one live run per folder (released at exit)
         distributed.init_from_env(cfg.USE_CUDA)
         trainer = setup(cfg, args)
     except UserError:
@@ -142,8 +144,6 @@ def setup(cfg, args):
     """Everything up to a built trainer (with its evaluated weights loaded for
     --eval-only); a UserError here leaves the output folder as it was."""
     # check_run_folder ran before (main): a refused run writes nothing into the folder.
-    if distributed.is_main_process() and cfg.OUTPUT_DIR and not args.eval_only:
-        lock_run_folder(cfg.OUTPUT_DIR)  # one live run per folder (released at exit)
     if distributed.is_main_process():
         setup_logger(cfg.OUTPUT_DIR)
     print(run_header(cfg, args))

@@ -377,7 +377,7 @@ IDENTITY_BASELINE = osp.join(osp.dirname(osp.abspath(__file__)), "identity_basel
 # treated so, as FEATURE_CACHE.TRAIN_VIEWS was from its start).
 NEUTRAL_VALUES = {
     "FEATURE_CACHE.TRAIN_VIEWS": 0,  # 0: train on images, as every run before it
-    "MODEL.BACKBONE.ACTIVATION": "",  # "": the backbone's own activation, as before it
+    "MODEL.BACKBONE.ACTIVATION": "",  # "": the activation the backbone name implies
 }
 
 

@@ -79,11 +79,6 @@ def shots_text(num_shots, zero_shot):
     return f"{shots} shots" + (" (zero-shot)" if zero_shot else "")
 
 
-def shots_label(shots):
-    """How a shot count reads in tables: '16', or 'all' for every training image."""
-    return "all" if shots == ALL_IMAGES else str(shots)
-
-
 def write_results(out, data):
     """Write ``data`` as ``out``/results.json (atomically)."""
     write_json(data, osp.join(out, RESULTS))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from toolbox.errors import UserError
 from toolbox.run_folder import (ALL_IMAGES, SEED_DIR, SETTING_DIR, describe,  # noqa: F401
-                                read_results, results_shape_problem, shots_label)
+                                read_results, results_shape_problem)
 
 
 @dataclass
@@ -77,6 +77,23 @@ def group_runs(runs):
     return groups
 
 
+def shots_label(shots):
+    """How a shot count reads in tables: '16', or 'all' for every training image."""
+    return "all" if shots == ALL_IMAGES else str(shots)
+
+
+def experiment_shots(runs, folder_shots=None):
+    """The shots of an experiment's runs: what their results.json files record
+    (a run trained on every image says ALL_IMAGES even in a '_0shots' folder,
+    where a zero-shot run says 0), else the folder name's."""
+    recorded = {r.shots for r in runs if r.shots is not None}
+    if len(recorded) > 1:
+        raise UserError(f"the runs of {runs[0].experiment} record different shots "
+                        f"({sorted(recorded)}); one experiment folder is one setting: move "
+                        "them apart")
+    return recorded.pop() if recorded else folder_shots
+
+
 def mean_std(values, ddof=0):
     """Mean and standard deviation (ddof 0, the population std, as Dassl-based prompt-tuning papers report)."""
     values = list(values)
@@ -115,18 +132,6 @@ def summarize(experiment, runs, ddof=0):
     m, s = mean_std([r.overall for r in runs], ddof)
     return Summary(experiment, [r.seed for r in runs], tasks, dict(mean=m, std=s, n=len(runs)),
                    experiment_shots(runs))
-
-
-def experiment_shots(runs, folder_shots=None):
-    """The shots of an experiment's runs: what their results.json files record
-    (a run trained on every image says ALL_IMAGES even in a '_0shots' folder,
-    where a zero-shot run says 0), else the folder name's."""
-    recorded = {r.shots for r in runs if r.shots is not None}
-    if len(recorded) > 1:
-        raise UserError(f"the runs of {runs[0].experiment} record different shots "
-                        f"({sorted(recorded)}); one experiment folder is one setting: move "
-                        "them apart")
-    return recorded.pop() if recorded else folder_shots
 
 
 def summarize_all(root, ddof=0):

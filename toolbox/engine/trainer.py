@@ -20,7 +20,8 @@ from ..errors import UserError
 from ..evaluation import build_evaluator
 from ..evaluation.evaluator import nan_accuracy_message
 from . import distributed as ddp
-from ..run_folder import remove_temp_files, results_shots, saved_backbone, write_results
+from ..run_folder import (ALL_IMAGES, remove_temp_files, results_shots,  # noqa: F401
+                          saved_backbone, shots_text, write_results)
 from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
                      mkdir_if_missing, progress, prune_checkpoints, save_checkpoint,
                      set_rng_state)
