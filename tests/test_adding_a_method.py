@@ -25,10 +25,10 @@ def doc_files():
 def copy_checkout(dest):
     """The project's files (no outputs, caches or virtual environments)."""
     anywhere = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", "*.pyc")
-    top = {"output", "data", ".venv", "venv"}  # at the top only: toolbox/data is code
 
     def skip(folder, names):
-        return set(anywhere(folder, names)) | (top & set(names) if folder == ROOT else set())
+        top = {"output", "data", ".venv", "venv"} if osp.samefile(folder, ROOT) else set()
+        return set(anywhere(folder, names)) | (top & set(names))
 
     shutil.copytree(ROOT, dest, ignore=skip)
 

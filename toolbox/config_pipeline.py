@@ -3,7 +3,7 @@ dataset config, the trainer config, train.py's flags, KEY VALUE overrides, then 
 backbone's input defaults and the value checks.
 
     cfg = setup_cfg(get_parser().parse_args(argv))   # train.py
-    cfg = cfg_from_argv(["--trainer", trainer, "--config-file", f, "OPTIM.MAX_EPOCH", "1"])
+    cfg = cfg_from_argv(["--trainer", TRAINER, "--config-file", f, "OPTIM.MAX_EPOCH", "1"])
 
 train.py, tools/check_data.py, tools/cache.py, tools/bench.py and the tests build their
 configs here, so a config (and its digest) is the same whichever tool built it.
@@ -162,5 +162,5 @@ def setup_cfg(args, backbone=True):
 
 def cfg_from_argv(argv, backbone=True):
     """``setup_cfg`` of a train.py command line given as a list (flags, then KEY VALUE
-    pairs), e.g. ``["--trainer", trainer, "--config-file", path, "OPTIM.LR", "0.01"]``."""
+    pairs), e.g. ``["--trainer", TRAINER, "--config-file", path, "OPTIM.LR", "0.01"]``."""
     return setup_cfg(get_parser().parse_args([str(a) for a in argv]), backbone=backbone)
