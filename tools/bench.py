@@ -16,6 +16,12 @@ synthetic tasks and images (no dataset).
     python tools/bench.py --mode grid --grid-methods coop softcpt coop_mt --grid-seeds 1 2 \
         --grid-shots 4 --workers 2 --threads 1
 
+``--mode baselines`` times ProGrad's step against CoOp's, PLOT's step from cached tokens
+against the image encoder in the loop, and Sinkhorn batched against a loop over pairs
+(tools/bench_baselines.py):
+
+    python tools/bench.py --mode baselines --arch rn50 --classes 10 --batch 8 --steps 3
+
 ``--mode cache`` times the frozen-feature cache instead (cache_bench): one
 evaluation pass over image files on disk with the cache off, cold and warm,
 training epochs on images and on FEATURE_CACHE.TRAIN_VIEWS views, then a
@@ -169,10 +175,13 @@ def get_parser():
     p.add_argument("--prec", default="fp16", help="PREC on CUDA (fp16 amp bf16 fp32); CPU: fp32")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     # --mode cache (tools/bench_cache.py)
-    p.add_argument("--mode", default="train", choices=("train", "cache", "ddp-text", "grid"),
+    p.add_argument("--mode", default="train",
+                   choices=("train", "cache", "ddp-text", "grid", "baselines"),
                    help="train: training steps per method; cache: the feature cache; "
                    "ddp-text: class prompts split over DDP ranks (tools/bench_ddp.py); "
-                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py)")
+                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py); "
+                   "baselines: ProGrad vs CoOp, PLOT's token cache, Sinkhorn "
+                   "(tools/bench_baselines.py)")
     p.add_argument("--workers", type=int, default=2, help="grid: workers of the parallel grid")
     p.add_argument("--grid-epochs", type=int, default=10, help="grid: OPTIM.MAX_EPOCH")
     p.add_argument("--nproc", type=int, default=2, help="ddp-text: gloo processes")
@@ -232,6 +241,14 @@ def main(argv=None):
         return ddp_text_bench(args)
     if args.threads is None:
         args.threads = 2
+    if args.mode == "baselines":
+        if len(archs) > 1 or args.device != "cpu":
+            raise SystemExit("error: --mode baselines times one backbone on the CPU; give one "
+                             "--arch and no --device")
+        args.arch = archs[0]
+        from tools.bench_baselines import baselines_bench
+
+        return baselines_bench(args)
     if args.mode == "cache":
         if len(archs) > 1:
             raise SystemExit("error: --mode cache times one backbone; give one --arch")

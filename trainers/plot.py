@@ -76,11 +76,12 @@ def ot_similarity(local, text, eps, max_iter, thresh, check_every):
     and ``text`` (N, C, d); gradients flow through cos, not through the plan T."""
     B, M, _ = local.shape
     N, C, _ = text.shape
-    sim = torch.einsum("bmd,ncd->bcmn", local.float(), text.float())
-    with torch.no_grad():
-        K = torch.exp(-(1.0 - sim.detach()) / eps).reshape(B * C, M, N)
-        plan = sinkhorn(K, max_iter, thresh, check_every).reshape(B, C, M, N)
-    return (plan * sim).sum(dim=(-2, -1))
+    with torch.autocast(local.device.type, enabled=False):  # transport in fp32 under AMP
+        sim = torch.einsum("bmd,ncd->bcmn", local.float(), text.float())
+        with torch.no_grad():
+            K = torch.exp(-(1.0 - sim.detach()) / eps).reshape(B * C, M, N)
+            plan = sinkhorn(K, max_iter, thresh, check_every).reshape(B, C, M, N)
+        return (plan * sim).sum(dim=(-2, -1))
 
 
 class MultiPromptLearner(nn.Module):
@@ -136,6 +137,7 @@ class PLOT(ClipTrainer):
         glob = [mode == "always" or (mode == "imagenet" and t.name.lower() == "imagenet")
                 for t in self.tasks for _ in range(t.num_classes)]
         self.global_classes = torch.tensor(glob, device=self.device)
+        self.any_global = any(glob)  # known on the host: no device sync per step
 
     @torch.no_grad()
     def encode_image(self, image):
@@ -154,8 +156,8 @@ class PLOT(ClipTrainer):
         n = self.node
         ot = ot_similarity(tokens[:, 1:], text, n.EPS, n.MAX_ITER, n.THRESH, n.CHECK_EVERY)
         logits = self.logit_scale * ot
-        glob = self.global_classes[classes]
-        if bool(glob.any()):
+        if self.any_global:
+            glob = self.global_classes[classes]
             mean_text = F.normalize(text.mean(dim=0), dim=-1)
             logits = logits + glob * (self.logit_scale * tokens[:, 0] @ mean_text.t())
         return logits
