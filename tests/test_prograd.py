@@ -137,3 +137,34 @@ def test_prograd_learns_on_demo_against_lr0_control(demo_root):
     control = epoch_losses(build(demo_root, "ProGrad", *opts, *LR0, shots=4))
     trained = epoch_losses(build(demo_root, "ProGrad", *opts, shots=4))
     print(assert_learned(trained, control))
+
+
+def test_declarations_give_upstreams_recipes_and_existing_configs():
+    import os.path as osp
+
+    from tests.conftest import ROOT
+    from toolbox.methods import FROZEN_ENCODER, RunContext, get_method, image_encoder_of
+    from toolbox.engine import TRAINER_REGISTRY
+
+    def setting(method, dataset, shots, backbone="rn50", protocol="fewshot"):
+        family = "tiny" if backbone.startswith("tiny") else "openai"
+        m = get_method(method)
+        s = m.setting(RunContext(dataset, shots, backbone, family, protocol=protocol),
+                      m.parse_variant(""))
+        assert osp.isfile(osp.join(ROOT, "configs", "trainers", s.trainer, s.config + ".yaml"))
+        return s
+
+    assert [setting("prograd", "eurosat", k).config for k in (1, 2, 4, 8, 16)] == \
+        ["rn50_ep50", "rn50_ep100", "rn50_ep100", "rn50_ep200", "rn50_ep200"]
+    assert setting("prograd", "eurosat", 16).opts == ["TRAINER.PROGRAD.LAMBDA", "0.8"]
+    assert setting("prograd", "eurosat", 4).opts == ["TRAINER.PROGRAD.LAMBDA", "1.0"]
+    assert setting("prograd", "caltech101", 16).opts == ["TRAINER.PROGRAD.LAMBDA", "1.0"]
+    assert setting("prograd", "imagenet", 16, protocol="base2new").config == "rn50_ep100"
+    assert setting("prograd", "demo", 1, "tiny_vit").config == "tiny_vit_ep10"
+    assert setting("plot", "rs8", 16, "vit_b16").config == "vit_b16_ep50"
+    assert setting("plot", "demo", 2, "tiny_rn").opts == ["TRAINER.PLOT.N", "4"]
+    assert setting("protonet", "general10", 8, "tiny_rn").config == "tiny_rn"
+    for name in ("prograd", "plot", "protonet"):
+        m = get_method(name)
+        assert m.in_comparison and image_encoder_of(TRAINER_REGISTRY.get(m.trainer)) == \
+            FROZEN_ENCODER
