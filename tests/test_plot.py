@@ -15,8 +15,8 @@ from toolbox.engine import build_trainer
 from toolbox.utils import set_random_seed
 from trainers.plot import sinkhorn
 
-import datasets  # noqa: F401
-import trainers  # noqa: F401
+import datasets  # noqa: F401  (registers the datasets)
+import trainers  # noqa: F401  (registers the trainers)
 
 DEMO = "configs/datasets/demo.yaml"
 

@@ -12,8 +12,8 @@ from toolbox.engine import build_trainer
 from toolbox.utils import set_random_seed
 from trainers.prograd import prograd_projection, soft_cross_entropy
 
-import datasets  # noqa: F401
-import trainers  # noqa: F401
+import datasets  # noqa: F401  (registers the datasets)
+import trainers  # noqa: F401  (registers the trainers)
 
 DEMO = "configs/datasets/demo.yaml"
 

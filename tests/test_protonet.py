@@ -2,7 +2,6 @@
 numpy computation, it beats chance on the demo through train.py, and its saved
 prototypes evaluate the same in --eval-only."""
 import json
-import tempfile
 
 import numpy as np
 import torch
@@ -11,8 +10,8 @@ from tests.conftest import make_cfg, run_train
 from toolbox.engine import build_trainer
 from toolbox.utils import set_random_seed
 
-import datasets  # noqa: F401
-import trainers  # noqa: F401
+import datasets  # noqa: F401  (registers the datasets)
+import trainers  # noqa: F401  (registers the trainers)
 
 DEMO = "configs/datasets/demo.yaml"
 

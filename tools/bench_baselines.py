@@ -81,7 +81,7 @@ def baselines_bench(args):
     plot = trainers["PLOT"]
     t = side_by_side({"tokens": _step_fn(plot, args, True, g),
                       "images": _step_fn(plot, args, False, g)}, args.steps)
-    rows.append([f"PLOT step: cached tokens vs image encoder in the loop",
+    rows.append(["PLOT step: cached tokens vs image encoder in the loop",
                  f"{1000 * t['tokens']:.1f}", f"{1000 * t['images']:.1f}",
                  f"{t['images'] / t['tokens']:.2f}x faster"])
     # Sinkhorn over the pairs of a batch: B x C problems of M local features x N prompts

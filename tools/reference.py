@@ -100,7 +100,8 @@ def method_rows(ref, suite, trainer, variant, by_shots, label):
         diff = None if theirs is None else s["mean"] - theirs
         ours = fmt(s["mean"]) + (f" ± {s['std']:.2f}" if s["n"] >= 2 else "")
         rows.append([label or f"{trainer} ({variant})", "zero-shot" if zero_shot else shots,
-                     ours, s["n"], fmt(theirs), fmt(diff, signed=True), flag(diff, s["std"], s["n"])])
+                     ours, s["n"], fmt(theirs), fmt(diff, signed=True),
+                     flag(diff, s["std"], s["n"])])
     if not zero_shot and all(k in by_shots for k in SHOT_COUNTS):
         mean = sum(by_shots[k].overall["mean"] for k in SHOT_COUNTS) / len(SHOT_COUNTS)
         theirs = paper.get("avg")
