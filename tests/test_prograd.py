@@ -168,3 +168,19 @@ def test_declarations_give_upstreams_recipes_and_existing_configs():
         m = get_method(name)
         assert m.in_comparison and image_encoder_of(TRAINER_REGISTRY.get(m.trainer)) == \
             FROZEN_ENCODER
+
+
+def test_loss_scaled_step_equals_the_plain_one(demo_root):
+    """The amp path (a GradScaler scales both losses; upstream's amp branch is broken):
+    the projection does not depend on the scale, so the step is the same as in fp32."""
+    steps = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)):
+        trainer = build(demo_root, "ProGrad")
+        trainer.scaler = scaler
+        before = trainer.prompt_learner.ctx.detach().clone()
+        batch = next(iter(trainer.train_loader_x))
+        trainer.batch_idx, trainer.num_batches = 0, 2
+        trainer.forward_backward(batch)
+        steps.append(trainer.prompt_learner.ctx.detach() - before)
+    assert steps[0].abs().max() > 0
+    assert torch.allclose(steps[0], steps[1], rtol=1e-3, atol=1e-3 * steps[0].abs().max())
