@@ -18,7 +18,6 @@ from tabulate import tabulate
 
 
 def _timed(fn, steps):
-    fn()  # warm-up (allocations)
     out = []
     for _ in range(steps):
         start = time.perf_counter()
