@@ -182,10 +182,11 @@ class PLOT(ClipTrainer):
 @register_method
 class PLOTMethod(Method):
     name, trainer = "plot", "PLOT"
-    label, colour, family, order = "PLOT", "vermillion", "PLOT", 58
-    variants, default_variant = ("n4",), "n4"
+    label, colour, order = "PLOT", "grey", 35
+    variants, default_variant = (), "n4"
     variant_help = "n<N>: prompts per class"
     protocols = ("fewshot", "base2new", "xd", "dg")
+    protocol_schedule = ("ep50", "ep10")  # upstream's 50 epochs everywhere
     in_comparison = True
 
     def parse_variant(self, variant):

@@ -195,9 +195,11 @@ LAMBDA_08 = ("oxford_flowers", "dtd", "eurosat")  # upstream README: lambda 0.8 
 @register_method
 class ProGradMethod(Method):
     name, trainer = "prograd", "ProGrad"
-    label, colour, family, order = "ProGrad", "orange", "ProGrad", 55
+    label, colour, order = "ProGrad", "yellow", 32
     variants, default_variant = ("default",), "default"
     protocols = ("fewshot", "base2new", "xd", "dg")
+    # base-to-new: upstream's rn50_ep100 (4 shots); xd/dg: no upstream recipe, CoOp's 50
+    protocol_schedule = {"base2new": ("ep100", "ep10"), "default": ("ep50", "ep10")}
     in_comparison = True
 
     def setting(self, ctx, variant):

@@ -116,7 +116,7 @@ class ProtoNet(ClipTrainer):
 @register_method
 class ProtoNetMethod(Method):
     name, trainer = "protonet", "ProtoNet"
-    label, colour, family, order = "ProtoNet (NCM)", "grey", "ProtoNet", 15
+    label, colour, order = "ProtoNet (NCM)", "black", 75  # training-free, like ZS-CLIP
     variants, default_variant = ("ncm",), "ncm"
     protocols = ("fewshot",)  # prototypes exist only for classes with shots
     in_comparison = True
