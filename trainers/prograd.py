@@ -12,6 +12,8 @@ The teacher reads the same frozen image features as the student (one image
 pass, or the feature cache with FEATURE_CACHE.TRAIN_VIEWS). On a multi-task
 suite both losses are per sample over its own task's classes.
 """
+import re
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -213,3 +215,8 @@ class ProGradMethod(Method):
             ctx.protocol == "fewshot" else 1.0
         return Setting("ProGrad", f"{ctx.backbone}_{schedule}", f"nctx16_lambda{lam}",
                        ["TRAINER.PROGRAD.LAMBDA", str(lam)])
+
+    def table_label(self, variant, config=""):
+        # the folder names the recipe's lambda; one method row whatever it is
+        return self.label if re.fullmatch(r"nctx\d+_lambda[0-9.]+", variant) else \
+            f"{self.label} ({variant})"
