@@ -161,10 +161,10 @@ def test_declarations_give_upstreams_recipes_and_existing_configs():
     assert setting("prograd", "caltech101", 16).opts == ["TRAINER.PROGRAD.LAMBDA", "1.0"]
     assert setting("prograd", "imagenet", 16, protocol="base2new").config == "rn50_ep100"
     assert setting("prograd", "demo", 1, "tiny_vit").config == "tiny_vit_ep10"
-    assert setting("plot", "rs8", 16, "vit_b16").config == "vit_b16_ep50"
-    assert setting("plot", "demo", 2, "tiny_rn").opts == ["TRAINER.PLOT.N", "4"]
+    assert setting("plot_coop", "rs8", 16, "vit_b16").config == "vit_b16_ep50"
+    assert setting("plot_coop", "demo", 2, "tiny_rn").opts == ["TRAINER.PLOT.N", "4"]
     assert setting("protonet", "general10", 8, "tiny_rn").config == "tiny_rn"
-    for name in ("prograd", "plot", "protonet"):
+    for name in ("prograd", "plot_coop", "protonet"):
         m = get_method(name)
         assert m.in_comparison and image_encoder_of(TRAINER_REGISTRY.get(m.trainer)) == \
             FROZEN_ENCODER

@@ -19,9 +19,9 @@ with the batch size given here.
     python tools/bench.py --mode grid --grid-methods METHOD METHOD --grid-seeds 1 2 \
         --grid-shots 4 --workers 2 --threads 1
 
-``--mode baselines`` times ProGrad's step against CoOp's, PLOT's step from cached tokens
-against the image encoder in the loop, and Sinkhorn batched against a loop over pairs
-(tools/bench_baselines.py):
+``--mode baselines`` times each method declaring ``bench_against`` against that method,
+steps from cached tokens against the image encoder in the loop, and the trainers' own
+rows (tools/bench_baselines.py):
 
     python tools/bench.py --mode baselines --arch rn50 --classes 10 --batch 8 --steps 3
 
@@ -227,7 +227,7 @@ def get_parser():
                    help="train: training steps per method; cache: the feature cache; "
                    "ddp-text: class prompts split over DDP ranks (tools/bench_ddp.py); "
                    "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py); "
-                   "baselines: ProGrad vs CoOp, PLOT's token cache, Sinkhorn "
+                   "baselines: methods against the ones they build on, token caches "
                    "(tools/bench_baselines.py)")
     p.add_argument("--workers", type=int, default=2, help="grid: workers of the parallel grid")
     p.add_argument("--grid-epochs", type=int, default=10, help="grid: OPTIM.MAX_EPOCH")

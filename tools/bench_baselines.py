@@ -1,12 +1,16 @@
-"""``python tools/bench.py --mode baselines``: the costs the SoftCPT table's
-baselines add, side by side in one process with pinned threads, on a CLIP of a
-real architecture's shapes (random weights) and synthetic tasks:
+"""``python tools/bench.py --mode baselines``: what a method costs against the
+method it builds on, side by side in one process with pinned threads, on a CLIP
+of a real architecture's shapes (random weights) and synthetic tasks. What is
+compared comes from the declarations and trainers (no method is named here):
 
-- ProGrad's training step against CoOp's (the same prompt learner; ProGrad adds
-  the teacher's logits, a second backward pass and the projection), with the
-  images through the encoder and from cached features;
-- PLOT's step from cached tokens against the image encoder in the loop;
-- Sinkhorn batched over all (image, class) pairs against a loop over the pairs.
+- every declaration with ``bench_against = "<method>"``: its training step
+  against that method's, with the images through the encoder and from cached
+  features;
+- every trainer whose feature cache stores more than the pooled feature
+  (``feature_kind``): its step from cached features against the image encoder
+  in the loop;
+- every trainer with a ``bench_rows(args, timer)`` class method: the rows it
+  adds (e.g. a batched algorithm against a loop).
 
 Timings alternate between the settings compared (A B A B ...), and the median
 of each is reported, so a machine's load drifts over both alike.
@@ -17,27 +21,23 @@ import time
 from tabulate import tabulate
 
 
-def _timed(fn, steps):
-    out = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
-
-
 def side_by_side(settings, steps, rounds=3):
     """{name: median seconds} of ``settings`` {name: callable}, interleaved."""
     times = {name: [] for name in settings}
-    for name, fn in settings.items():
-        fn()  # warm-up
+    for fn in settings.values():
+        fn()  # warm-up (allocations)
     for _ in range(rounds):
         for name, fn in settings.items():
-            times[name] += _timed(fn, steps)
+            for _ in range(steps):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _step_fn(trainer, args, on_features, g):
+def step_fn(trainer, args, on_features, g):
+    """One training step of ``trainer`` on a fixed synthetic batch (images, or their
+    cached features when ``on_features``)."""
     import torch
 
     res = tuple(trainer.cfg.INPUT.SIZE)
@@ -61,54 +61,49 @@ def _step_fn(trainer, args, on_features, g):
 def baselines_bench(args):
     import torch
 
+    from toolbox.engine import TRAINER_REGISTRY
+    from toolbox.methods import get_method, load_methods
     from tools.bench import build_bench_trainer
-    from trainers.plot import sinkhorn
 
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     print(f"arch {args.arch} (random weights), {args.tasks} task(s) x {args.classes} classes, "
-          f"batch {args.batch}, {args.steps} steps x 3 rounds (median), {args.threads} thread(s), "
-          f"device cpu")
+          f"batch {args.batch}, {args.steps} steps x 3 rounds (median), {args.threads} "
+          "thread(s), device cpu")
+    methods = load_methods()
+    built = {}
+
+    def trainer_of(name):
+        if name not in built:
+            built[name] = build_bench_trainer(get_method(name).trainer, args)[0]
+        return built[name]
+
     rows = []
-    trainers = {m: build_bench_trainer(m, args)[0] for m in ("CoOp", "ProGrad", "PLOT")}
-    for on_features, what in ((False, "images through the encoder"),
-                              (True, "cached image features")):
-        t = side_by_side({m: _step_fn(trainers[m], args, on_features, g)
-                          for m in ("CoOp", "ProGrad")}, args.steps)
-        rows.append([f"ProGrad vs CoOp step, {what}", f"{1000 * t['ProGrad']:.1f}",
-                     f"{1000 * t['CoOp']:.1f}", f"{t['ProGrad'] / t['CoOp']:.2f}x"])
-    plot = trainers["PLOT"]
-    t = side_by_side({"tokens": _step_fn(plot, args, True, g),
-                      "images": _step_fn(plot, args, False, g)}, args.steps)
-    rows.append(["PLOT step: cached tokens vs image encoder in the loop",
-                 f"{1000 * t['tokens']:.1f}", f"{1000 * t['images']:.1f}",
-                 f"{t['images'] / t['tokens']:.2f}x faster"])
-    # Sinkhorn over the pairs of a batch: B x C problems of M local features x N prompts
-    with torch.no_grad():
-        tokens = plot.encode_image(torch.randn(2, 3, *plot.cfg.INPUT.SIZE, generator=g))
-    M = tokens.shape[1] // plot.dim - 1
-    N, P = plot.node.N, args.batch * args.tasks * args.classes
-    sim = torch.nn.functional.normalize(torch.randn(P, M, 8, generator=g), dim=-1) @ \
-        torch.nn.functional.normalize(torch.randn(P, 8, N, generator=g), dim=-2)
-    K = torch.exp(-(1 - sim) / 0.1)
-
-    def loop():  # one problem at a time, upstream's host check at every iteration
-        return torch.stack([sinkhorn(K[i:i + 1], 100, 1e-2, 1)[0] for i in range(P)])
-
-    def per_iteration():
-        return sinkhorn(K, 100, 1e-2, check_every=1)
-
-    def batched():
-        return sinkhorn(K, 100, 1e-2, check_every=10)
-
-    t = side_by_side({"batched": batched, "every": per_iteration, "loop": loop},
-                     max(1, args.steps // 2), rounds=2)
-    rows.append([f"Sinkhorn, {P} pairs of {M}x{N}: batched (check every 10) vs per-pair loop",
-                 f"{1000 * t['batched']:.1f}", f"{1000 * t['loop']:.1f}",
-                 f"{t['loop'] / t['batched']:.1f}x faster"])
-    rows.append(["Sinkhorn batched: host check every 10 vs every iteration (CPU: no device "
-                 "sync to save, the gain is on CUDA)",
-                 f"{1000 * t['batched']:.1f}", f"{1000 * t['every']:.1f}",
-                 f"{t['every'] / t['batched']:.2f}x"])
+    for name, m in methods.items():
+        base = getattr(m, "bench_against", None)
+        if not base:
+            continue
+        a, b = get_method(name), get_method(base)
+        for on_features, what in ((False, "images through the encoder"),
+                                  (True, "cached image features")):
+            t = side_by_side({a.label: step_fn(trainer_of(name), args, on_features, g),
+                              b.label: step_fn(trainer_of(base), args, on_features, g)},
+                             args.steps)
+            rows.append([f"{a.label} vs {b.label} step, {what}", f"{1000 * t[a.label]:.1f}",
+                         f"{1000 * t[b.label]:.1f}", f"{t[a.label] / t[b.label]:.2f}x"])
+    for name, m in methods.items():
+        cls = TRAINER_REGISTRY.get(m.trainer)
+        if not getattr(cls, "feature_kind", ""):
+            continue
+        tr = trainer_of(name)
+        t = side_by_side({"cached": step_fn(tr, args, True, g),
+                          "encoder": step_fn(tr, args, False, g)}, args.steps)
+        rows.append([f"{m.label} step: cached {cls.feature_kind.split(' (')[0]} vs the image "
+                     "encoder in the loop", f"{1000 * t['cached']:.1f}",
+                     f"{1000 * t['encoder']:.1f}", f"{t['encoder'] / t['cached']:.2f}x faster"])
+    for name, m in methods.items():
+        extra = getattr(TRAINER_REGISTRY.get(m.trainer), "bench_rows", None)
+        if extra is not None:
+            rows += extra(trainer_of(name), args, side_by_side)
     print(tabulate(rows, headers=["comparison", "ms (first)", "ms (second)", "ratio"],
                    tablefmt="github", disable_numparse=True))

@@ -294,7 +294,7 @@ def get_parser():
     p.add_argument("--csv", help="also write the tables as CSV to this file")
     p.add_argument("--format", default="github", help="tabulate table format")
     p.add_argument("--reference", help="also print published figures beside ours "
-                   "(tools/reference.py; e.g. softcpt)")
+                   "(tools/reference.py: a file of tools/reference_data/ without .yaml)")
     return p
 
 

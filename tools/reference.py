@@ -1,14 +1,18 @@
 """Published numbers beside ours.
 
-    python tools/reference.py softcpt [--root output] [--dataset rs8 ...] [--backbone rn50]
-    python tools/compare.py --dataset general10 --shots 1 2 4 8 16 --reference softcpt
+    python tools/reference.py [NAME] [--root output] [--dataset rs8 ...] [--backbone rn50]
+    python tools/compare.py --dataset general10 --shots 1 2 4 8 16 --reference NAME
     python tools/protocols.py base2new --reference base2new
+
+NAME is a file of tools/reference_data/ without .yaml (default: the one few-shot table
+there).
 
 For each suite, method and shot count: our mean ± std over seeds, the paper's
 figure, the difference (ours - paper), and a flag (!) where the difference
 exceeds two of our standard deviations (1 point with one seed, or for an
 average over shot counts). The figures live in tools/reference_data/<name>.yaml
-with their sources and caveats (RS-8's class count, the paper's ProtoNet), and
+with their sources and caveats (RS-8's class count, a baseline of the paper that is
+not ours although it has the same name), and
 the caveats are printed with the rows they concern. A dataset the reference does
 not cover (e.g. the demo) is printed with our figures only.
 """
@@ -37,10 +41,16 @@ def available():
     return sorted(osp.splitext(osp.basename(p))[0] for p in glob.glob(osp.join(DATA, "*.yaml")))
 
 
-def load_reference(name):
-    """The reference data file ``name`` (tools/reference_data/<name>.yaml) as a dict."""
+def load_reference(name=None):
+    """The reference data file ``name`` (tools/reference_data/<name>.yaml) as a dict;
+    None: the one few-shot table (a file with ``suites``)."""
     import yaml
 
+    if name is None:
+        tables = [n for n in available() if "suites" in load_reference(n)]
+        if len(tables) != 1:
+            raise UserError(f"name a reference: one of {', '.join(tables or available())}")
+        name = tables[0]
     path = osp.join(DATA, f"{name}.yaml")
     if not osp.isfile(path):
         raise UserError(f"no reference '{name}'; choose from {', '.join(available())}")
@@ -111,7 +121,7 @@ def method_rows(ref, suite, trainer, variant, by_shots, label):
     return rows
 
 
-def render(root, name="softcpt", datasets=None, backbone=None, shots=None, tablefmt="github"):
+def render(root, name=None, datasets=None, backbone=None, shots=None, tablefmt="github"):
     """The comparison tables as text."""
     ref = load_reference(name)
     found = our_results(root, datasets, backbone)
@@ -189,8 +199,8 @@ def base2new_reference(our_tables, name="base2new", tablefmt="github"):
 
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("reference", nargs="?", default="softcpt", help="a file of "
-                   "tools/reference_data/ without .yaml (default: softcpt)")
+    p.add_argument("reference", nargs="?", default=None, help="a file of "
+                   "tools/reference_data/ without .yaml (default: the one few-shot table)")
     p.add_argument("--root", default="output", help="the scripts' output folder")
     p.add_argument("--dataset", nargs="+", help="dataset config names (default: all found)")
     p.add_argument("--backbone", help="only runs on this backbone (canonical name or alias)")
