@@ -19,12 +19,6 @@ with the batch size given here.
     python tools/bench.py --mode grid --grid-methods METHOD METHOD --grid-seeds 1 2 \
         --grid-shots 4 --workers 2 --threads 1
 
-``--mode baselines`` times each method declaring ``bench_against`` against that method,
-steps from cached tokens against the image encoder in the loop, and the trainers' own
-rows (tools/bench_baselines.py):
-
-    python tools/bench.py --mode baselines --arch rn50 --classes 10 --batch 8 --steps 3
-
 ``--mode cache`` times the frozen-feature cache instead (cache_bench): one
 evaluation pass over image files on disk with the cache off, cold and warm,
 training epochs on images and on FEATURE_CACHE.TRAIN_VIEWS views, then a
@@ -105,32 +99,27 @@ def synthetic_tasks(n_tasks, n_classes):
 def bench_cfg(method, args):
     """The config of one timed method: its recipe (trainer config and the variant's
     overrides) for the backbone, the backbone through the registry with seeded random
-    weights (MODEL.BACKBONE.PRETRAINED random), the batch size and precision asked."""
-    import trainers
-    from toolbox.config import get_cfg_default
+    weights (MODEL.BACKBONE.PRETRAINED random), the batch size and precision asked;
+    built by the config pipeline (toolbox/config_pipeline.py) as train.py builds it."""
+    import trainers  # noqa: F401  (registers the trainers)
+    from toolbox.config_pipeline import cfg_from_argv
     from toolbox.engine import TRAINER_REGISTRY
     from tools.backbones import resolve_config
-    from trainers.backbones import fill_input_defaults
 
     m, variant, s = method_setting(method, args.arch, args.tasks)
     _, config_file, _ = resolve_config(s.trainer, s.config)
-    cfg = get_cfg_default()
-    trainers.extend_cfg(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(s.opts))
-    cfg.TRAINER.NAME = s.trainer
-    cfg.USE_CUDA = args.device == "cuda"
-    cfg.MODEL.BACKBONE.NAME = args.arch
-    cfg.MODEL.BACKBONE.PRETRAINED = "random"
-    cfg.MODEL.BACKBONE.PATH = ""
-    fill_input_defaults(cfg)
-    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = args.batch
-    cfg.OPTIM.MAX_EPOCH = max(cfg.OPTIM.MAX_EPOCH, 1)
+    opts = [*s.opts, "USE_CUDA", args.device == "cuda", "MODEL.BACKBONE.NAME", args.arch,
+            "MODEL.BACKBONE.PRETRAINED", "random", "MODEL.BACKBONE.PATH", "",
+            "DATALOADER.TRAIN_X.BATCH_SIZE", args.batch, "VERBOSE", False,
+            *(getattr(args, "opts", None) or [])]
     key = getattr(TRAINER_REGISTRY.get(s.trainer), "prec_key", None)
     if key:
-        cfg.TRAINER[key].PREC = args.prec
-    cfg.VERBOSE = False
-    cfg.freeze()
+        opts += [f"TRAINER.{key}.PREC", args.prec]
+    cfg = cfg_from_argv(["--trainer", s.trainer, "--config-file", config_file, *opts])
+    if cfg.OPTIM.MAX_EPOCH < 1:  # (zero-shot recipes: the LR schedule needs an epoch)
+        cfg.defrost()
+        cfg.OPTIM.MAX_EPOCH = 1
+        cfg.freeze()
     return cfg
 
 
@@ -205,6 +194,13 @@ def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def extra_modes():
+    """The method benchmarks of benchmarks/ ({mode: module})."""
+    from benchmarks import modes
+
+    return modes()
+
+
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--arch", nargs="+", default=["vit_b16"],
@@ -219,16 +215,21 @@ def get_parser():
                    help="METHOD[:VARIANT] ... (python tools/methods.py; default: the "
                    "comparison's methods that train)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--opts", nargs="+", default=[], help="KEY VALUE config overrides for every "
+                   "timed method (e.g. a method's activation-checkpointing key)")
     p.add_argument("--prec", default="fp16", help="PREC on CUDA (fp16 amp bf16 fp32); CPU: fp32")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     # --mode cache (tools/bench_cache.py)
+    extra = extra_modes()
     p.add_argument("--mode", default="train",
-                   choices=("train", "cache", "ddp-text", "grid", "baselines"),
+                   choices=("train", "cache", "ddp-text", "grid") + tuple(extra),
                    help="train: training steps per method; cache: the feature cache; "
                    "ddp-text: class prompts split over DDP ranks (tools/bench_ddp.py); "
-                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py); "
-                   "baselines: methods against the ones they build on, token caches "
-                   "(tools/bench_baselines.py)")
+                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py)"
+                   + "".join(f"; {m}: {mod.HELP}" for m, mod in extra.items()))
+    for mod in extra.values():
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(p)
     p.add_argument("--workers", type=int, default=2, help="grid: workers of the parallel grid")
     p.add_argument("--grid-epochs", type=int, default=10, help="grid: OPTIM.MAX_EPOCH")
     p.add_argument("--nproc", type=int, default=2, help="ddp-text: gloo processes")
@@ -279,6 +280,9 @@ def main(argv=None):
         if len(archs) > 1:
             raise SystemExit(f"error: --mode {args.mode} times one backbone; give one --arch")
         args.arch = archs[0]
+    extra = extra_modes()
+    if args.mode in extra:
+        return extra[args.mode].run(args)
     if args.mode == "grid":
         from tools.bench_grid import grid_bench
 
@@ -294,14 +298,6 @@ def main(argv=None):
         return ddp_text_bench(args)
     if args.threads is None:
         args.threads = 2
-    if args.mode == "baselines":
-        if len(archs) > 1 or args.device != "cpu":
-            raise SystemExit("error: --mode baselines times one backbone on the CPU; give one "
-                             "--arch and no --device")
-        args.arch = archs[0]
-        from tools.bench_baselines import baselines_bench
-
-        return baselines_bench(args)
     if args.mode == "cache":
         if len(archs) > 1:
             raise SystemExit("error: --mode cache times one backbone; give one --arch")
@@ -317,7 +313,7 @@ def main(argv=None):
                    "--tasks", str(args.tasks), "--classes", str(args.classes),
                    "--batch", str(args.batch), "--steps", str(args.steps),
                    "--device", args.device, "--prec", args.prec,
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads)] + (["--opts", *args.opts] if args.opts else [])
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                                   env=dict(os.environ, PYTHONWARNINGS="ignore",
                                            OMP_NUM_THREADS=str(args.threads),
@@ -326,8 +322,8 @@ def main(argv=None):
                 raise SystemExit(f"error: {method} on {arch} failed:\n{proc.stderr[-2000:]}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             base_ms.setdefault(method, r["ms_per_step"])
-            decl, variant, _ = method_setting(method, arch, args.tasks)
-            row = [decl.table_label(variant)]
+            decl, _, setting = method_setting(method, arch, args.tasks)
+            row = [decl.table_label(setting.variant)]
             if len(archs) > 1:
                 row += [arch, f"{r['ms_per_step'] / base_ms[method]:.2f}"]
             rows.append(row + [

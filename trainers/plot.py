@@ -172,32 +172,6 @@ class PLOT(ClipTrainer):
         loss, logits, target = self.task_loss(logits, label, task, classes)
         return loss, logits, target, {}
 
-    @classmethod
-    def bench_rows(cls, trainer, args, side_by_side):
-        """tools/bench.py --mode baselines: Sinkhorn over the (image, class) pairs of a
-        batch at this backbone's shapes, batched against a loop over the pairs."""
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            tokens = trainer.encode_image(torch.randn(2, 3, *trainer.cfg.INPUT.SIZE,
-                                                      generator=g))
-        M, N = tokens.shape[1] // trainer.dim - 1, trainer.node.N
-        P = args.batch * args.tasks * args.classes
-        sim = F.normalize(torch.randn(P, M, 8, generator=g), dim=-1) @ \
-            F.normalize(torch.randn(P, 8, N, generator=g), dim=-2)
-        K = torch.exp(-(1 - sim) / trainer.node.EPS)
-        t = side_by_side({
-            "batched": lambda: sinkhorn(K, 100, 1e-2, check_every=10),
-            "every": lambda: sinkhorn(K, 100, 1e-2, check_every=1),
-            # one problem at a time, the host checking at every iteration (upstream's sync)
-            "loop": lambda: [sinkhorn(K[i:i + 1], 100, 1e-2, 1) for i in range(P)],
-        }, max(1, args.steps // 2), rounds=2)
-        return [[f"Sinkhorn, {P} pairs of {M}x{N}: batched (check every 10) vs per-pair loop",
-                 f"{1000 * t['batched']:.1f}", f"{1000 * t['loop']:.1f}",
-                 f"{t['loop'] / t['batched']:.1f}x faster"],
-                ["Sinkhorn batched: host check every 10 vs every iteration (CPU: no device "
-                 "sync to save, the gain is on CUDA)", f"{1000 * t['batched']:.1f}",
-                 f"{1000 * t['every']:.1f}", f"{t['every'] / t['batched']:.2f}x"]]
-
     @accepts_features
     @torch.no_grad()
     def model_inference(self, image):

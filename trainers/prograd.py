@@ -202,7 +202,7 @@ class ProGradMethod(Method):
     protocols = ("fewshot", "base2new", "xd", "dg")
     # base-to-new: upstream's rn50_ep100 (4 shots); xd/dg: no upstream recipe, CoOp's 50
     protocol_schedule = {"base2new": ("ep100", "ep10"), "default": ("ep50", "ep10")}
-    bench_against = "coop"  # tools/bench.py --mode baselines: the step it adds cost to
+    bench_against = "coop"  # benchmarks/baselines.py: the step it adds cost to
     in_comparison = True
 
     def setting(self, ctx, variant):
