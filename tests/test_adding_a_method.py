@@ -76,11 +76,8 @@ def test_a_method_added_by_its_files_alone_runs_everywhere(tmp_path, demo_root):
     env_cmp = dict(env, METHODS="clip_adapter zsclip")
     cmp_out = run(["bash", "scripts/compare_all.sh", "demo", "2"], work, env_cmp).stdout
     assert "1 finished already (skipped)" in cmp_out  # the run above is reused
-    assert re.search(r"\|\s*CLIP-Adapter\s*\|", cmp_out) or "CLIP-Adapter" in cmp_out
-    assert osp.isfile(tmp_path / "out/demo/compare_tiny_vit.png")
-    table = run(py + ["tools/compare.py", "--root", str(tmp_path / "out"), "--dataset", "demo",
-                      "--shots", "2"], work, env).stdout
-    header = table.splitlines()[1]
+    assert osp.isfile(tmp_path / "out/demo/compare_tiny_vit.png")  # compare.py's plot
+    header = cmp_out.split("## 2 shots\n", 1)[1].splitlines()[0]  # compare.py's table
     assert "CLIP-Adapter" in header and "ZS-CLIP" in header
 
     # check_data finds the weights its recipe needs

@@ -415,7 +415,8 @@ def test_script_run_on_an_open_clip_backbone_folder_and_results_agree(demo_root,
                            "open_clip:tiny-ViT"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    exp = tmp_path / "output/demo_digit/CoOp/open_clip:tiny-ViT@random_ep50_1shots"
+    # (a tiny OpenCLIP architecture runs the tiny recipe, ep10)
+    exp = tmp_path / "output/demo_digit/CoOp/open_clip:tiny-ViT@random_ep10_1shots"
     (variant,) = os.listdir(exp)
     with open(exp / variant / "seed1" / "results.json") as f:
         res = json.load(f)

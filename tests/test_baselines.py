@@ -125,8 +125,10 @@ def test_linear_probe_eval_only_without_model_is_one_line_error(demo_root, tmp_p
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["scripts/softcpt/main.sh", "demo", "1", "tiny_vit", "XYZ"], "VARIANT must be one of"),
-    (["scripts/coop_mt/main.sh", "demo", "1", "tiny_vit", "all"], "MODE must be shared"),
+    (["scripts/softcpt/main.sh", "demo", "1", "tiny_vit", "XYZ"],
+     "unknown variant 'XYZ' of method softcpt; choose from NATA"),
+    (["scripts/coop_mt/main.sh", "demo", "1", "tiny_vit", "all"],
+     "unknown variant 'all' of method coop_mt; choose from shared, task, class"),
     (["scripts/linear_probe/main.sh", "no_such_set", "1"], "no dataset config"),
     (["scripts/cocoop/main.sh", "demo", "x"], "SHOTS must be a number"),
     (["scripts/zsclip/main.sh"], "usage: bash scripts/zsclip/main.sh"),
