@@ -1,0 +1,92 @@
+"""IVLP (independent vision-language prompting; Khattak et al., MaPLe, CVPR 2023):
+deep prompts in both towers of a CLIP ViT, learnt independently (no coupling).
+
+Text: the layer-0 context in upstream's layout (trainers/vl_prompts.py TextContext),
+then N(0, 0.02) prompts replacing the tokens after SOS before blocks 1..J_t-1.
+Vision: N(0, 0.02) prompts appended after CLS + patches at the input (before
+ln_pre) and replaced before blocks 1..J_v-1. Loss: cross-entropy.
+"""
+import torch.nn as nn
+from yacs.config import CfgNode as CN
+
+from toolbox.engine import TRAINER_REGISTRY
+from toolbox.errors import UserError
+from toolbox.methods import Method, Setting, register_method
+
+from .backbones import deep_prompt_problem
+from .vl_prompts import TextContext, VLPromptTrainer, add_vl_keys, normal_prompts
+
+
+def extend_cfg(cfg):
+    cfg.TRAINER.IVLP = CN()
+    add_vl_keys(cfg.TRAINER.IVLP, n_ctx=2, depth=9)  # MP train.py defaults
+
+
+class IVLPPromptLearner(nn.Module):
+    def __init__(self, node, classnames, clip_model, vision_width, method="IVLP"):
+        super().__init__()
+        n_t = node.N_CTX_TEXT if node.PROMPT_DEPTH_TEXT > 0 else 0
+        n_v = node.N_CTX_VISION if node.PROMPT_DEPTH_VISION > 0 else 0
+        self.text_ctx = TextContext(clip_model, classnames, n_t, node.CTX_INIT, method)
+        width = self.text_ctx.ctx.shape[-1]
+        deep_text = max(node.PROMPT_DEPTH_TEXT - 1, 0) if n_t else 0
+        self.text_deep = normal_prompts(deep_text, n_t, width)
+        self.vision = normal_prompts(node.PROMPT_DEPTH_VISION if n_v else 0, n_v, vision_width)
+        self.n_ctx_text = n_t
+
+    def text_embeddings(self, index=None):
+        return self.text_ctx(index)
+
+    def tokens(self, index=None):
+        return self.text_ctx.tokens(index)
+
+    def layer_prompts(self):
+        """{"text": [None, deep_1, ...], "vision": [input, deep_1, ...]} (see prompted_towers)."""
+        text = [None] + list(self.text_deep) if self.n_ctx_text else []
+        return {"text": text, "vision": list(self.vision)}
+
+
+@TRAINER_REGISTRY.register()
+class IVLP(VLPromptTrainer):
+    prec_key = "IVLP"
+
+    def make_prompt_learner(self, clip_model, classnames):
+        node = self.node
+        self.check_depths(node.PROMPT_DEPTH_TEXT, node.PROMPT_DEPTH_VISION)
+        return IVLPPromptLearner(node, classnames, clip_model, self.vision.width,
+                                 self.cfg.TRAINER.NAME)
+
+
+def refuse_resnets(method, ctx):
+    """Scripts and the grid refuse a backbone without a prompt-able image tower early."""
+    problem = deep_prompt_problem(ctx.backbone)
+    if problem:
+        from .backbones import deep_prompt_backbones
+
+        raise UserError(f"{method} cannot run on backbone {ctx.backbone}: {problem}; it needs "
+                        f"a ViT image tower with a class token: {deep_prompt_backbones()}")
+
+
+@register_method
+class IVLPMethod(Method):
+    name = "ivlp"
+    trainer = "IVLP"
+    label = "IVLP"
+    colour = "blue"
+    family = "VLPrompts"
+    order = 60
+    variants = ("4+4", "2+2")
+    default_variant = "4+4"
+    variant_labels = {"4+4": "IVLP", "2+2": "IVLP (2+2)"}
+    protocols = ("fewshot", "base2new", "xd", "dg")
+    script_args = ("VARIANT",)
+    script_usage = ("VARIANT: 4+4 (PromptSRC's IVLP: depth 9, 4+4 tokens, lr 0.0025, 20 epochs; "
+                    "default) or 2+2 (MaPLe repo's IVLP: depth 12, 2+2 tokens, lr 0.0035, 5 epochs)")
+
+    def setting(self, ctx, variant):
+        refuse_resnets("IVLP", ctx)
+        sched = {"4+4": "ep20_batch4_4ctx", "2+2": "ep5_batch4_2ctx"}[variant]
+        n = variant.split("+")[0]
+        # the tiny config serves both variants: the token counts come as options
+        opts = [] if not ctx.tiny else ["TRAINER.IVLP.N_CTX_TEXT", n, "TRAINER.IVLP.N_CTX_VISION", n]
+        return Setting(self.trainer, self.schedule(ctx, sched, "ep10"), f"ctx{n}_{n}", opts)
