@@ -194,5 +194,5 @@ class PromptSRCMethod(Method):
                  "fewshot_fine": "ep50_batch4_4ctx_fewshot", "xd": "ep20_batch4_4ctx_xd"}[variant]
         opts = []
         if variant == "fewshot_fine":
-            opts = ["TRAINER.PROMPTSRC.GPA_MEAN", "45", "TRAINER.PROMPTSRC.GPA_STD", "5"]
+            opts = ["TRAINER.PROMPTSRC.GPA_MEAN", "45.0", "TRAINER.PROMPTSRC.GPA_STD", "5.0"]
         return Setting(self.trainer, self.schedule(ctx, sched, "ep10"), variant, opts)
