@@ -11,6 +11,12 @@ synthetic tasks and images (no dataset).
 
     python tools/bench.py --mode ddp-text --arch tiny_vit --tasks 1 --classes 1000 --batch 8
 
+``--mode vl-prompts`` times IVLP, MaPLe and PromptSRC (prompts in both towers) against
+CoOp, each also with activation checkpointing of the image tower (tools/bench_vl.py):
+
+    python tools/bench.py --mode vl-prompts --arch vit_b16 vit_l14 --tasks 1 --classes 10 \
+        --batch 4 --steps 2
+
 ``--mode grid`` times a demo grid (tools/grid.py) with 1 and K workers (tools/bench_grid.py):
 
     python tools/bench.py --mode grid --grid-methods coop softcpt coop_mt --grid-seeds 1 2 \
@@ -47,6 +53,7 @@ if ROOT not in sys.path:
 from tabulate import tabulate  # noqa: E402
 
 METHODS = ("SoftCPT", "CoOp", "CoCoOp")
+VL_METHODS = ("IVLP", "MaPLe", "PromptSRC")  # prompts in both towers (--mode vl-prompts)
 
 
 def synthetic_tasks(n_tasks, n_classes):
@@ -75,8 +82,14 @@ def bench_cfg(method, args):
     cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH = "sgd", 0.002, 50
     cfg.TRAINER.SOFTCPT.VARIANT = args.variant
     cfg.TRAINER.COCOOP.N_CTX, cfg.TRAINER.COCOOP.CTX_INIT = 4, "a photo of a"
-    for key in ("SOFTCPT", "COOP", "COCOOP"):
+    for key in ("SOFTCPT", "COOP", "COCOOP", "IVLP", "MAPLE", "PROMPTSRC"):
         cfg.TRAINER[key].PREC = args.prec
+    for key in ("IVLP", "MAPLE", "PROMPTSRC"):
+        cfg.TRAINER[key].GRAD_CHECKPOINT = bool(getattr(args, "grad_checkpoint", False))
+    # the recipes' depth J = 9 (2 tokens for MaPLe and IVLP, 4 for PromptSRC: their defaults)
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = args.depth
+    for key in ("IVLP", "PROMPTSRC"):
+        cfg.TRAINER[key].PROMPT_DEPTH_TEXT = cfg.TRAINER[key].PROMPT_DEPTH_VISION = args.depth
     cfg.VERBOSE = False
     cfg.freeze()
     return cfg
@@ -149,6 +162,22 @@ def worker(args):
                           trainable=n_params)))
 
 
+def run_worker(method, arch, args, grad_checkpoint=False):
+    """Time ``method`` on ``arch`` in its own process; its JSON result."""
+    cmd = [sys.executable, osp.abspath(__file__), "--worker", method, "--arch", arch,
+           "--tasks", str(args.tasks), "--classes", str(args.classes),
+           "--batch", str(args.batch), "--steps", str(args.steps),
+           "--variant", args.variant, "--device", args.device, "--prec", args.prec,
+           "--threads", str(args.threads), "--depth", str(args.depth)] + (["--grad-checkpoint"] if grad_checkpoint else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore",
+                                   OMP_NUM_THREADS=str(args.threads),
+                                   MKL_NUM_THREADS=str(args.threads)))
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {method} on {arch} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
@@ -163,14 +192,22 @@ def get_parser():
     p.add_argument("--classes", type=int, default=5, help="classes per task")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=None, choices=METHODS + VL_METHODS,
+                   help=f"default: {' '.join(METHODS)}; --mode vl-prompts: CoOp "
+                        f"{' '.join(VL_METHODS)}")
+    p.add_argument("--grad-checkpoint", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--depth", type=int, default=9,
+                   help="vl-prompts: prompt depth J of IVLP, MaPLe, PromptSRC (tiny models: 2)")
     p.add_argument("--variant", default="NATA", help="SoftCPT variant")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--prec", default="fp16", help="PREC on CUDA (fp16 amp bf16 fp32); CPU: fp32")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     # --mode cache (tools/bench_cache.py)
-    p.add_argument("--mode", default="train", choices=("train", "cache", "ddp-text", "grid"),
+    p.add_argument("--mode", default="train",
+                   choices=("train", "cache", "ddp-text", "grid", "vl-prompts"),
                    help="train: training steps per method; cache: the feature cache; "
+                   "vl-prompts: IVLP/MaPLe/PromptSRC against CoOp, with and without "
+                   "activation checkpointing of the image tower (tools/bench_vl.py); "
                    "ddp-text: class prompts split over DDP ranks (tools/bench_ddp.py); "
                    "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py)")
     p.add_argument("--workers", type=int, default=2, help="grid: workers of the parallel grid")
@@ -202,6 +239,8 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
+    if args.methods is None:
+        args.methods = ["CoOp", *VL_METHODS] if args.mode == "vl-prompts" else list(METHODS)
     if args.worker:
         args.arch = args.arch[0]
         return worker(args)
@@ -232,6 +271,10 @@ def main(argv=None):
         return ddp_text_bench(args)
     if args.threads is None:
         args.threads = 2
+    if args.mode == "vl-prompts":
+        from tools.bench_vl import vl_prompts_bench
+
+        return vl_prompts_bench(args, archs)
     if args.mode == "cache":
         if len(archs) > 1:
             raise SystemExit("error: --mode cache times one backbone; give one --arch")
@@ -243,18 +286,7 @@ def main(argv=None):
     base_ms = {}
     for method in args.methods:
         for arch in archs:
-            cmd = [sys.executable, osp.abspath(__file__), "--worker", method, "--arch", arch,
-                   "--tasks", str(args.tasks), "--classes", str(args.classes),
-                   "--batch", str(args.batch), "--steps", str(args.steps),
-                   "--variant", args.variant, "--device", args.device, "--prec", args.prec,
-                   "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                                  env=dict(os.environ, PYTHONWARNINGS="ignore",
-                                           OMP_NUM_THREADS=str(args.threads),
-                                           MKL_NUM_THREADS=str(args.threads)))
-            if proc.returncode != 0:
-                raise SystemExit(f"error: {method} on {arch} failed:\n{proc.stderr[-2000:]}")
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r = run_worker(method, arch, args)
             base_ms.setdefault(method, r["ms_per_step"])
             row = [r["method"] + (f"-{args.variant}" if method == "SoftCPT" else "")]
             if len(archs) > 1:

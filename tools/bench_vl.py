@@ -1,0 +1,37 @@
+"""``tools/bench.py --mode vl-prompts``: step time and memory of the methods with
+prompts in both towers (IVLP, MaPLe, PromptSRC) against CoOp, each also with
+activation checkpointing of the image tower (GRAD_CHECKPOINT True), on random
+weights of real architectures (e.g. vit_b16 and vit_l14) with synthetic batches.
+
+CPU memory is the process's peak RSS minus its RSS after the trainer was built
+("training MB": activations, gradients, optimizer state); CUDA reports
+torch.cuda.max_memory_allocated over the timed steps.
+"""
+from tabulate import tabulate
+
+from tools.bench import VL_METHODS, run_worker
+
+
+def vl_prompts_bench(args, archs):
+    rows = []
+    for arch in archs:
+        base = None
+        for method in args.methods:
+            for ckpt in ((False, True) if method in VL_METHODS else (False,)):
+                r = run_worker(method, arch, args, grad_checkpoint=ckpt)
+                if args.device == "cuda":
+                    mem = r["peak_mb"]
+                else:
+                    mem = r["peak_mb"] - r["after_build_mb"]
+                if base is None:
+                    base = (r["ms_per_step"], max(mem, 1e-9))
+                rows.append([arch, method + (" +ckpt" if ckpt else ""),
+                             f"{r['ms_per_step']:.0f}", f"{r['ms_per_step'] / base[0]:.2f}",
+                             f"{mem:.0f}", f"{mem / base[1]:.2f}", f"{r['trainable']:,}"])
+                print(" | ".join(rows[-1]), flush=True)
+    mem = "peak GPU MB" if args.device == "cuda" else "training MB (peak RSS - after build)"
+    print(f"\n{args.tasks} task(s) x {args.classes} classes, batch {args.batch}, {args.steps} "
+          f"timed steps, device {args.device}, {args.threads} thread(s), random weights; "
+          f"ratios against the first method ({args.methods[0]}) on the same arch")
+    print(tabulate(rows, headers=["arch", "method", "ms/step", "time ratio", mem, "memory ratio",
+                                  "trainable params"], tablefmt="github", disable_numparse=True))
