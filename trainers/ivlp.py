@@ -10,10 +10,9 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
-from toolbox.errors import UserError
 from toolbox.methods import Method, Setting, register_method
 
-from .backbones import deep_prompt_problem
+from .prompted_towers import check_deep_prompt_backbone
 from .vl_prompts import TextContext, VLPromptTrainer, add_vl_keys, normal_prompts
 
 
@@ -59,12 +58,7 @@ class IVLP(VLPromptTrainer):
 
 def refuse_resnets(method, ctx):
     """Scripts and the grid refuse a backbone without a prompt-able image tower early."""
-    problem = deep_prompt_problem(ctx.backbone)
-    if problem:
-        from .backbones import deep_prompt_backbones
-
-        raise UserError(f"{method} cannot run on backbone {ctx.backbone}: {problem}; it needs "
-                        f"a ViT image tower with a class token: {deep_prompt_backbones()}")
+    check_deep_prompt_backbone(method, ctx.backbone)
 
 
 @register_method

@@ -19,7 +19,6 @@ model state dict, frozen CLIP weights included (in fp16): the frozen weights com
 unchanged only up to rounding, so summing the prompts alone is the intended result
 without that artefact. The running sum is in every checkpoint (exact resume).
 """
-import math
 
 import torch
 import torch.nn.functional as F
