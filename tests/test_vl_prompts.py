@@ -378,3 +378,39 @@ def test_resnet_backbone_is_one_error_line(demo_root, tmp_path, trainer):
 def test_depth_beyond_the_layers_is_refused(demo_root, tmp_path):
     with pytest.raises(UserError, match="depth of 9 does not fit the backbone's 2"):
         build(demo_root, "MaPLe", tmp_path, "TRAINER.MAPLE.PROMPT_DEPTH", "9")
+
+
+def test_activation_checkpointing_gives_the_same_gradients(demo_root, tmp_path, monkeypatch):
+    """GRAD_CHECKPOINT recomputes the image tower in backward: same loss, same gradients."""
+    import trainers.prompted_towers as towers
+
+    calls, original = [], towers.grad_checkpoint
+    monkeypatch.setattr(towers, "grad_checkpoint", lambda *a, **k: calls.append(1) or
+                        original(*a, **k))
+    grads = []
+    for ckpt in ("False", "True"):
+        set_random_seed(1)  # same prompts, same batch
+        trainer = build(demo_root, "MaPLe", tmp_path / ckpt, "TRAINER.MAPLE.GRAD_CHECKPOINT", ckpt)
+        trainer.set_model_mode("train")
+        batch = next(iter(trainer.train_loader_x))
+        trainer.model_zero_grad()
+        loss = trainer.forward_train(batch["img"], batch["label"], batch["task"])[0]
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in trainer.prompt_learner.named_parameters()})
+    assert len(calls) == 2  # the two image blocks, only in the checkpointed run
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("prec", ["fp16", "bf16"])
+def test_cuda_amp_keeps_fp32_prompts(demo_root, tmp_path, prec):
+    """On CUDA: autocast (fp16 with a GradScaler, or bf16), prompts stay fp32 and learn."""
+    trainer = build(demo_root, "PromptSRC", tmp_path, "TRAINER.PROMPTSRC.PREC", prec,
+                    "OPTIM.MAX_EPOCH", "2", "TEST.NO_TEST", "True", "USE_CUDA", "True")
+    assert (trainer.scaler is not None) == (prec == "fp16")
+    before = {n: p.detach().clone() for n, p in trainer.prompt_learner.named_parameters()}
+    trainer.train()
+    for n, p in trainer.prompt_learner.named_parameters():
+        assert p.dtype == torch.float32 and torch.isfinite(p).all()
+        assert not torch.equal(p.detach(), before[n]), n
