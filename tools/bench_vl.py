@@ -3,7 +3,8 @@ prompts in both towers (IVLP, MaPLe, PromptSRC) against CoOp, each also with
 activation checkpointing of the image tower (GRAD_CHECKPOINT True), on random
 weights of real architectures (e.g. vit_b16 and vit_l14) with synthetic batches.
 
-CPU memory is the process's peak RSS minus its RSS after the trainer was built
+Wall time per step and the process's CPU time per step (all threads; steadier than
+the wall clock on a shared machine) are both shown. CPU memory is the process's peak RSS minus its RSS after the trainer was built
 ("training MB": activations, gradients, optimizer state); CUDA reports
 torch.cuda.max_memory_allocated over the timed steps.
 """
@@ -23,15 +24,18 @@ def vl_prompts_bench(args, archs):
                     mem = r["peak_mb"]
                 else:
                     mem = r["peak_mb"] - r["after_build_mb"]
+                cpu_ms = r.get("cpu_ms_per_step", float("nan"))
                 if base is None:
-                    base = (r["ms_per_step"], max(mem, 1e-9))
+                    base = (r["ms_per_step"], cpu_ms, max(mem, 1e-9))
                 rows.append([arch, method + (" +ckpt" if ckpt else ""),
                              f"{r['ms_per_step']:.0f}", f"{r['ms_per_step'] / base[0]:.2f}",
-                             f"{mem:.0f}", f"{mem / base[1]:.2f}", f"{r['trainable']:,}"])
+                             f"{cpu_ms:.0f}", f"{cpu_ms / base[1]:.2f}",
+                             f"{mem:.0f}", f"{mem / base[2]:.2f}", f"{r['trainable']:,}"])
                 print(" | ".join(rows[-1]), flush=True)
     mem = "peak GPU MB" if args.device == "cuda" else "training MB (peak RSS - after build)"
     print(f"\n{args.tasks} task(s) x {args.classes} classes, batch {args.batch}, {args.steps} "
           f"timed steps, device {args.device}, {args.threads} thread(s), random weights; "
           f"ratios against the first method ({args.methods[0]}) on the same arch")
-    print(tabulate(rows, headers=["arch", "method", "ms/step", "time ratio", mem, "memory ratio",
-                                  "trainable params"], tablefmt="github", disable_numparse=True))
+    print(tabulate(rows, headers=["arch", "method", "ms/step", "time ratio", "CPU ms/step",
+                                  "CPU ratio", mem, "memory ratio", "trainable params"],
+                   tablefmt="github", disable_numparse=True))
