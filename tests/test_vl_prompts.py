@@ -339,6 +339,12 @@ def test_evaluation_runs_the_prompted_encoder_and_no_cache(demo_root, tmp_path):
         prompts).t()
     assert (logits - frozen).abs().max() > 1e-3
     assert trainer._feature_loader(trainer.test_loader, "test") is None
+    from toolbox.engine import TRAINER_REGISTRY
+    from toolbox.methods import image_encoder_of
+
+    for name in CONFIGS:  # the declared contract: prompted in training and evaluation
+        contract = image_encoder_of(TRAINER_REGISTRY.get(name))
+        assert not contract.frozen("train") and not contract.frozen("eval"), name
 
 
 def test_resume_is_exact_with_the_gpa_sum(demo_root, tmp_path):
