@@ -1,7 +1,8 @@
-"""``tools/bench.py --mode vl-prompts``: step time and memory of the methods with
-prompts in both towers (IVLP, MaPLe, PromptSRC) against CoOp, each also with
-activation checkpointing of the image tower (GRAD_CHECKPOINT True), on random
-weights of real architectures (e.g. vit_b16 and vit_l14) with synthetic batches.
+"""``tools/bench.py --mode vl-prompts``: step time and memory of methods with a
+prompted image tower, each also with activation checkpointing of that tower
+(GRAD_CHECKPOINT True, where the trainer has the key), as ratios against the first
+method given (e.g. a text-only prompt method), on random weights of real
+architectures (e.g. vit_b16 and vit_l14) with synthetic batches.
 
 Wall time per step and the process's CPU time per step (all threads; steadier than
 the wall clock on a shared machine) are both shown. CPU memory is the process's peak RSS minus its RSS after the trainer was built
@@ -10,7 +11,7 @@ torch.cuda.max_memory_allocated over the timed steps.
 """
 from tabulate import tabulate
 
-from tools.bench import VL_METHODS, run_worker
+from tools.bench import method_setting, run_worker, supports_grad_checkpoint
 
 
 def vl_prompts_bench(args, archs):
@@ -18,7 +19,9 @@ def vl_prompts_bench(args, archs):
     for arch in archs:
         base = None
         for method in args.methods:
-            for ckpt in ((False, True) if method in VL_METHODS else (False,)):
+            decl, variant, _ = method_setting(method, arch, args.tasks)
+            label = decl.table_label(variant)
+            for ckpt in ((False, True) if supports_grad_checkpoint(method, arch) else (False,)):
                 r = run_worker(method, arch, args, grad_checkpoint=ckpt)
                 if args.device == "cuda":
                     mem = r["peak_mb"]
@@ -27,7 +30,7 @@ def vl_prompts_bench(args, archs):
                 cpu_ms = r.get("cpu_ms_per_step", float("nan"))
                 if base is None:
                     base = (r["ms_per_step"], cpu_ms, max(mem, 1e-9))
-                rows.append([arch, method + (" +ckpt" if ckpt else ""),
+                rows.append([arch, label + (" +ckpt" if ckpt else ""),
                              f"{r['ms_per_step']:.0f}", f"{r['ms_per_step'] / base[0]:.2f}",
                              f"{cpu_ms:.0f}", f"{cpu_ms / base[1]:.2f}",
                              f"{mem:.0f}", f"{mem / base[2]:.2f}", f"{r['trainable']:,}"])

@@ -10,7 +10,7 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
-from toolbox.methods import Method, Setting, register_method
+from toolbox.methods import ImageEncoder, Method, Setting, register_method
 
 from .prompted_towers import check_deep_prompt_backbone
 from .vl_prompts import TextContext, VLPromptTrainer, add_vl_keys, normal_prompts
@@ -48,6 +48,7 @@ class IVLPPromptLearner(nn.Module):
 @TRAINER_REGISTRY.register()
 class IVLP(VLPromptTrainer):
     prec_key = "IVLP"
+    image_encoder = ImageEncoder(frozen_in_training=False, frozen_in_evaluation=False)
 
     def make_prompt_learner(self, clip_model, classnames):
         node = self.node
@@ -73,6 +74,7 @@ class IVLPMethod(Method):
     default_variant = "4+4"
     variant_labels = {"4+4": "IVLP", "2+2": "IVLP (2+2)"}
     protocols = ("fewshot", "base2new", "xd", "dg")
+    protocol_schedule = ("ep20_batch4_4ctx", "ep10")  # the 4+4 recipe in every protocol
     script_args = ("VARIANT",)
     script_usage = ("VARIANT: 4+4 (PromptSRC's IVLP: depth 9, 4+4 tokens, lr 0.0025, 20 epochs; "
                     "default) or 2+2 (MaPLe repo's IVLP: depth 12, 2+2 tokens, lr 0.0035, 5 epochs)")

@@ -15,7 +15,7 @@ from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError
-from toolbox.methods import Method, Setting, register_method
+from toolbox.methods import ImageEncoder, Method, Setting, register_method
 
 from .ivlp import refuse_resnets
 from .vl_prompts import TextContext, VLPromptTrainer, normal_prompts
@@ -59,6 +59,7 @@ class MaPLePromptLearner(nn.Module):
 @TRAINER_REGISTRY.register()
 class MaPLe(VLPromptTrainer):
     prec_key = "MAPLE"
+    image_encoder = ImageEncoder(frozen_in_training=False, frozen_in_evaluation=False)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
@@ -85,6 +86,9 @@ class MaPLeMethod(Method):
     default_variant = "b2n"
     variant_labels = {"b2n": "MaPLe", "xd": "MaPLe (J=3)"}
     protocols = ("fewshot", "base2new", "xd", "dg")
+    # upstream trains the cross-dataset / DG source model with its J=3 recipe
+    protocol_schedule = {"default": ("ep5_batch4_2ctx", "ep10"),
+                         "xd": ("ep2_batch4_2ctx_xd", "ep10"), "dg": ("ep2_batch4_2ctx_xd", "ep10")}
     script_args = ("VARIANT",)
     script_usage = ("VARIANT: b2n (J=9, lr 0.0035, 5 epochs; default) or xd (the cross-dataset/DG "
                     "recipe: J=3, lr 0.0026, 2 epochs); both 2 tokens, batch 4")

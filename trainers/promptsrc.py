@@ -26,7 +26,7 @@ from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError
-from toolbox.methods import Method, Setting, register_method
+from toolbox.methods import ImageEncoder, Method, Setting, register_method
 from toolbox.metrics.per_task import restrict_to_own_task
 
 from .clip_model import text_tower
@@ -93,6 +93,7 @@ def src_losses(logits, zs_logits, img, zs_img, text, zs_text, node, valid=None):
 @TRAINER_REGISTRY.register()
 class PromptSRC(IVLP):
     prec_key = "PROMPTSRC"
+    image_encoder = ImageEncoder(frozen_in_training=False, frozen_in_evaluation=False)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
@@ -179,6 +180,8 @@ class PromptSRCMethod(Method):
     variant_labels = {"b2n": "PromptSRC", "fewshot": "PromptSRC (few-shot)",
                       "fewshot_fine": "PromptSRC (few-shot, GPA 45/5)", "xd": "PromptSRC (J=3)"}
     protocols = ("fewshot", "base2new", "xd", "dg")
+    protocol_schedule = {"default": ("ep20_batch4_4ctx", "ep10"),
+                         "xd": ("ep20_batch4_4ctx_xd", "ep10"), "dg": ("ep20_batch4_4ctx_xd", "ep10")}
     script_args = ("VARIANT",)
     script_usage = ("VARIANT: b2n (20 epochs, GPA 15/1), fewshot (50 epochs, GPA 30/30; the "
                     "default for few-shot runs), fewshot_fine (50 epochs, GPA 45/5: upstream's "
