@@ -70,19 +70,20 @@ class IVLPMethod(Method):
     colour = "blue"
     family = "VLPrompts"
     order = 60
-    variants = ("4+4", "2+2")
-    default_variant = "4+4"
-    variant_labels = {"4+4": "IVLP", "2+2": "IVLP (2+2)"}
+    variants = ("ctx4_4", "ctx2_2")  # text + vision prompt tokens (also the folder name)
+    default_variant = "ctx4_4"
+    variant_labels = {"ctx4_4": "IVLP", "ctx2_2": "IVLP (2+2)"}
     protocols = ("fewshot", "base2new", "xd", "dg")
     protocol_schedule = ("ep20_batch4_4ctx", "ep10")  # the 4+4 recipe in every protocol
     script_args = ("VARIANT",)
-    script_usage = ("VARIANT: 4+4 (PromptSRC's IVLP: depth 9, 4+4 tokens, lr 0.0025, 20 epochs; "
-                    "default) or 2+2 (MaPLe repo's IVLP: depth 12, 2+2 tokens, lr 0.0035, 5 epochs)")
+    script_usage = ("VARIANT: ctx4_4 (PromptSRC's IVLP: depth 9, 4+4 tokens, lr 0.0025, 20 "
+                    "epochs; default) or ctx2_2 (MaPLe repo's IVLP: depth 12, 2+2 tokens, lr "
+                    "0.0035, 5 epochs)")
 
     def setting(self, ctx, variant):
         refuse_resnets("IVLP", ctx)
-        sched = {"4+4": "ep20_batch4_4ctx", "2+2": "ep5_batch4_2ctx"}[variant]
-        n = variant.split("+")[0]
+        sched = {"ctx4_4": "ep20_batch4_4ctx", "ctx2_2": "ep5_batch4_2ctx"}[variant]
+        n = variant[3]
         # the tiny config serves both variants: the token counts come as options
         opts = [] if not ctx.tiny else ["TRAINER.IVLP.N_CTX_TEXT", n, "TRAINER.IVLP.N_CTX_VISION", n]
-        return Setting(self.trainer, self.schedule(ctx, sched, "ep10"), f"ctx{n}_{n}", opts)
+        return Setting(self.trainer, self.schedule(ctx, sched, "ep10"), variant, opts)

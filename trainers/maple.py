@@ -82,22 +82,21 @@ class MaPLeMethod(Method):
     colour = "blue"
     family = "VLPrompts"
     order = 61
-    variants = ("b2n", "xd")
-    default_variant = "b2n"
-    variant_labels = {"b2n": "MaPLe", "xd": "MaPLe (J=3)"}
+    variants = ("j9", "j3")  # the prompt depth J (also the folder name)
+    default_variant = "j9"
+    variant_labels = {"j9": "MaPLe", "j3": "MaPLe (J=3)"}
     protocols = ("fewshot", "base2new", "xd", "dg")
     # upstream trains the cross-dataset / DG source model with its J=3 recipe
     protocol_schedule = {"default": ("ep5_batch4_2ctx", "ep10"),
                          "xd": ("ep2_batch4_2ctx_xd", "ep10"), "dg": ("ep2_batch4_2ctx_xd", "ep10")}
     script_args = ("VARIANT",)
-    script_usage = ("VARIANT: b2n (J=9, lr 0.0035, 5 epochs; default) or xd (the cross-dataset/DG "
+    script_usage = ("VARIANT: j9 (J=9, lr 0.0035, 5 epochs; default) or j3 (the cross-dataset/DG "
                     "recipe: J=3, lr 0.0026, 2 epochs); both 2 tokens, batch 4")
 
     def setting(self, ctx, variant):
         refuse_resnets("MaPLe", ctx)
         if ctx.protocol in ("xd", "dg") and variant == self.default_variant:
-            variant = "xd"  # upstream trains the cross-dataset source model with J=3
-        sched = {"b2n": "ep5_batch4_2ctx", "xd": "ep2_batch4_2ctx_xd"}[variant]
+            variant = "j3"  # upstream trains the cross-dataset source model with J=3
+        sched = {"j9": "ep5_batch4_2ctx", "j3": "ep2_batch4_2ctx_xd"}[variant]
         # the tiny backbones have 2 layers: one tiny config (J=2) serves both
-        return Setting(self.trainer, self.schedule(ctx, sched, "ep10"),
-                       "j9" if variant == "b2n" else "j3")
+        return Setting(self.trainer, self.schedule(ctx, sched, "ep10"), variant)
