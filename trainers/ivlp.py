@@ -67,9 +67,9 @@ class IVLPMethod(Method):
     name = "ivlp"
     trainer = "IVLP"
     label = "IVLP"
-    colour = "blue"
+    colour = "yellow"
     family = "VLPrompts"
-    order = 60
+    order = 65
     variants = ("ctx4_4", "ctx2_2")  # text + vision prompt tokens (also the folder name)
     default_variant = "ctx4_4"
     variant_labels = {"ctx4_4": "IVLP", "ctx2_2": "IVLP (2+2)"}

@@ -79,9 +79,9 @@ class MaPLeMethod(Method):
     name = "maple"
     trainer = "MaPLe"
     label = "MaPLe"
-    colour = "blue"
+    colour = "yellow"
     family = "VLPrompts"
-    order = 61
+    order = 66
     variants = ("j9", "j3")  # the prompt depth J (also the folder name)
     default_variant = "j9"
     variant_labels = {"j9": "MaPLe", "j3": "MaPLe (J=3)"}

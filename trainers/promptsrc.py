@@ -172,9 +172,9 @@ class PromptSRCMethod(Method):
     name = "promptsrc"
     trainer = "PromptSRC"
     label = "PromptSRC"
-    colour = "blue"
+    colour = "yellow"
     family = "VLPrompts"
-    order = 62
+    order = 67
     variants = ("b2n", "fewshot", "fewshot_fine", "xd")
     default_variant = "b2n"
     variant_labels = {"b2n": "PromptSRC", "fewshot": "PromptSRC (few-shot)",
