@@ -69,12 +69,14 @@ def test_unknown_backbone_names_the_closest_match():
 
 def test_preprocessing_comes_from_the_backbone_unless_the_config_sets_it(demo_root):
     cfg = make_cfg(demo_root, "configs/datasets/demo.yaml", "configs/trainers/CoOp/rn50_ep50.yaml")
-    assert cfg.MODEL.BACKBONE.NAME == "rn50"
+    # clip's spelling (what upstream trainers look up in clip._MODELS); canonical elsewhere
+    assert cfg.MODEL.BACKBONE.NAME == "RN50" and canonical_name(cfg) == "rn50"
     assert tuple(cfg.INPUT.SIZE) == (224, 224) and cfg.INPUT.INTERPOLATION == "bicubic"
     assert cfg.INPUT.PIXEL_MEAN == pytest.approx([0.48145466, 0.4578275, 0.40821073])
     cfg = make_cfg(demo_root, "configs/datasets/demo.yaml", "configs/trainers/CoOp/rn50_ep50.yaml",
                    ["MODEL.BACKBONE.NAME", "ViT-L/14@336px", "INPUT.INTERPOLATION", "bilinear"])
-    assert cfg.MODEL.BACKBONE.NAME == "vit_l14_336" and tuple(cfg.INPUT.SIZE) == (336, 336)
+    assert cfg.MODEL.BACKBONE.NAME == "ViT-L/14@336px" and canonical_name(cfg) == "vit_l14_336"
+    assert tuple(cfg.INPUT.SIZE) == (336, 336)
     assert cfg.INPUT.INTERPOLATION == "bilinear"  # set by the user: kept
     cfg = make_cfg(demo_root, "configs/datasets/demo.yaml", "configs/trainers/CoOp/tiny_vit_ep10.yaml",
                    ["MODEL.BACKBONE.NAME", "open_clip:tiny-RN", "MODEL.BACKBONE.PRETRAINED", "random"])
@@ -188,7 +190,8 @@ def test_open_clip_checkpoint_loads_from_path_and_another_arch_is_named(tmp_path
     with torch.no_grad():
         ref.logit_scale.fill_(3.0)
     torch.save(ref.state_dict(), tmp_path / "vit.pt")
-    loaded, _ = create_backbone("open_clip:tiny-ViT", path=str(tmp_path / "vit.pt"))
+    loaded, _ = create_backbone("open_clip:tiny-ViT", path=str(tmp_path / "vit.pt"),
+                                activation="gelu")
     assert loaded.logit_scale.item() == 3.0
     img = torch.randn(2, 3, 32, 32)
     assert torch.equal(loaded.encode_image(img), ref.encode_image(img))
@@ -315,9 +318,14 @@ def test_openai_torchscript_file_loads_as_the_open_clip_architecture(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model.encode_image(img), ref.encode_image(img), atol=1e-5)
         assert torch.allclose(model.encode_text(tok), ref.encode_text(tok), atol=1e-5)
-    # the same weights as a plain state dict: no QuickGELU unless the architecture says so
+    # the same weights as a plain state dict: the file cannot say its activation, so it is
+    # asked for; GELU (open_clip:tiny-ViT's) gives other features
     torch.save(ref.state_dict(), tmp_path / "plain.pt")
-    plain, _ = create_backbone("open_clip:tiny-ViT", path=str(tmp_path / "plain.pt"))
+    with pytest.raises(UserError, match="MODEL.BACKBONE.ACTIVATION gelu .*or .*quick_gelu "
+                                        "with MODEL.BACKBONE.NAME tiny_vit"):
+        create_backbone("open_clip:tiny-ViT", path=str(tmp_path / "plain.pt"))
+    plain, _ = create_backbone("open_clip:tiny-ViT", path=str(tmp_path / "plain.pt"),
+                               activation="gelu")
     with torch.no_grad():
         assert (plain.encode_image(img) - ref.encode_image(img)).abs().max() > 1e-3
 

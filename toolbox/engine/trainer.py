@@ -6,6 +6,7 @@ epochs, logging, TensorBoard, atomic checkpoints with RNG state (so a resumed
 run continues exactly), best-val selection and per-task results.json.
 """
 import datetime
+import math
 import os.path as osp
 import time
 from collections import OrderedDict
@@ -13,12 +14,14 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ..config import config_digest
+from ..config import canonical_backbone, config_digest
 from ..data import DataManager
 from ..errors import UserError
 from ..evaluation import build_evaluator
+from ..evaluation.evaluator import nan_accuracy_message
 from . import distributed as ddp
-from ..run_folder import remove_temp_files, saved_backbone, write_results
+from ..run_folder import (ALL_IMAGES, remove_temp_files, results_shots,  # noqa: F401
+                          saved_backbone, shots_text, write_results)
 from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
                      mkdir_if_missing, progress, prune_checkpoints, save_checkpoint,
                      set_rng_state)
@@ -26,6 +29,10 @@ from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
 
 class TrainerBase:
     """Model registry, checkpoints and the epoch loop."""
+
+    # True for a trainer that never looks at training images (zero-shot CLIP): for it
+    # DATASET.NUM_SHOTS 0 means zero-shot, for the others every training image
+    zero_shot = False
 
     def __init__(self):
         self._models = OrderedDict()
@@ -185,7 +192,7 @@ class TrainerBase:
             raise UserError(f"{path} was saved by trainer {theirs}, but this run's trainer is "
                             f"{mine}; load it with --trainer {theirs} and the config it was "
                             f"trained with, or point --model-dir/--resume at a {mine} run")
-        theirs_bb, mine_bb = saved_backbone(ckpt), (cfg.MODEL.BACKBONE.NAME if cfg else None)
+        theirs_bb, mine_bb = saved_backbone(ckpt), (canonical_backbone(cfg) if cfg else None)
         if theirs_bb and mine_bb and theirs_bb != mine_bb:
             # prompts live in one text encoder's embedding space: same shapes, meaningless
             raise UserError(f"{path} was trained on backbone {theirs_bb}, but this run's backbone "
@@ -479,14 +486,20 @@ class SimpleTrainer(TrainerBase):
         cfg = self.cfg
         per_task = [{k: v for k, v in r.items() if k != "per_class"}
                     for r in self.evaluator.per_task]
+        bad = [r["task"] for r in per_task if not math.isfinite(float(r["value"]))]
+        if bad or not math.isfinite(float(results["accuracy"])):
+            # never a results.json that tables would show as 'nan ± nan'
+            raise UserError(nan_accuracy_message(bad))
         out = OrderedDict(
             dataset=cfg.DATASET.NAME, trainer=cfg.TRAINER.NAME,
-            backbone=cfg.MODEL.BACKBONE.NAME,  # canonical (trainers/backbones.py)
+            backbone=canonical_backbone(cfg),  # canonical (NAME holds clip's spelling)
             # OpenCLIP weights tag ("random" for seeded random weights) and checkpoint file;
             # the output folder is <backbone>[@<tag>]_<schedule> (tools/grid.py)
             backbone_pretrained=str(cfg.MODEL.BACKBONE.PRETRAINED or ""),
             backbone_path=cfg.MODEL.BACKBONE.PATH,
-            shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED,
+            # NUM_SHOTS 0 is every training image (-1, ALL_IMAGES) for a trained model;
+            # 0 means zero-shot only for a trainer that never sees a training image
+            shots=results_shots(cfg.DATASET.NUM_SHOTS, self.zero_shot), seed=cfg.SEED,
             subsample_classes=cfg.DATASET.SUBSAMPLE_CLASSES, split="test",
             epoch=getattr(self, "model_epoch", None),  # of the weights tested
             overall=results["accuracy"], overall_is="unweighted mean of per-task metrics",
