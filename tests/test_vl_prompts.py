@@ -348,8 +348,8 @@ def test_evaluation_runs_the_prompted_encoder_and_no_cache(demo_root, tmp_path):
 
 
 def test_resume_is_exact_with_the_gpa_sum(demo_root, tmp_path):
-    opts = ("OPTIM.MAX_EPOCH", "3", "TRAIN.CHECKPOINT_FREQ", "1", "TEST.NO_TEST", "True",
-            "TRAINER.PROMPTSRC.GPA_MEAN", "2.0")
+    opts = ("OPTIM.MAX_EPOCH", "3", "TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.CHECKPOINT_KEEP", "0",
+            "TEST.NO_TEST", "True", "TRAINER.PROMPTSRC.GPA_MEAN", "2.0")
 
     def run(out):
         set_random_seed(1)
