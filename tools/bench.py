@@ -14,14 +14,6 @@ with the batch size given here.
 
     python tools/bench.py --mode ddp-text --arch tiny_vit --tasks 1 --classes 1000 --batch 8
 
-``--mode vl-prompts`` times methods with a prompted image tower (those whose trainer
-has a GRAD_CHECKPOINT key; the default list) with and without activation checkpointing
-of that tower, as ratios against the first method given (e.g. a text-only prompt method
-first; tools/bench_vl.py):
-
-    python tools/bench.py --mode vl-prompts --methods BASELINE METHOD ... \
-        --arch vit_b16 vit_l14 --tasks 1 --classes 10 --batch 4 --steps 1
-
 ``--mode grid`` times a demo grid (tools/grid.py) with 1 and K workers (tools/bench_grid.py):
 
     python tools/bench.py --mode grid --grid-methods METHOD METHOD --grid-seeds 1 2 \
@@ -57,12 +49,6 @@ if ROOT not in sys.path:
 
 from tabulate import tabulate  # noqa: E402
 
-
-
-def prompted_tower_methods(arch):
-    """The comparison's methods whose trainer offers activation checkpointing of a
-    prompted image tower (--mode vl-prompts)."""
-    return [n for n in default_methods() if supports_grad_checkpoint(n, arch)]
 
 
 def default_methods():
@@ -124,12 +110,11 @@ def bench_cfg(method, args):
     _, config_file, _ = resolve_config(s.trainer, s.config)
     opts = [*s.opts, "USE_CUDA", args.device == "cuda", "MODEL.BACKBONE.NAME", args.arch,
             "MODEL.BACKBONE.PRETRAINED", "random", "MODEL.BACKBONE.PATH", "",
-            "DATALOADER.TRAIN_X.BATCH_SIZE", args.batch, "VERBOSE", False]
+            "DATALOADER.TRAIN_X.BATCH_SIZE", args.batch, "VERBOSE", False,
+            *(getattr(args, "opts", None) or [])]
     key = getattr(TRAINER_REGISTRY.get(s.trainer), "prec_key", None)
     if key:
         opts += [f"TRAINER.{key}.PREC", args.prec]
-        if getattr(args, "grad_checkpoint", False):  # --mode vl-prompts
-            opts += [f"TRAINER.{key}.GRAD_CHECKPOINT", True]
     cfg = cfg_from_argv(["--trainer", s.trainer, "--config-file", config_file, *opts])
     if cfg.OPTIM.MAX_EPOCH < 1:  # (zero-shot recipes: the LR schedule needs an epoch)
         cfg.defrost()
@@ -209,37 +194,15 @@ def worker(args):
                           trainable=n_params)))
 
 
-def supports_grad_checkpoint(method, arch, tasks=1):
-    """Whether the method's trainer has a GRAD_CHECKPOINT key (a prompted image tower)."""
-    import trainers
-    from toolbox.config import get_cfg_default
-    from toolbox.engine import TRAINER_REGISTRY
-
-    key = getattr(TRAINER_REGISTRY.get(method_setting(method, arch, tasks)[2].trainer),
-                  "prec_key", None)
-    cfg = get_cfg_default()
-    trainers.extend_cfg(cfg)
-    return bool(key) and "GRAD_CHECKPOINT" in cfg.TRAINER[key]
-
-
-def run_worker(method, arch, args, grad_checkpoint=False):
-    """Time ``method`` on ``arch`` in its own process; its JSON result."""
-    cmd = [sys.executable, osp.abspath(__file__), "--worker", method, "--arch", arch,
-           "--tasks", str(args.tasks), "--classes", str(args.classes),
-           "--batch", str(args.batch), "--steps", str(args.steps),
-           "--device", args.device, "--prec", args.prec,
-           "--threads", str(args.threads)] + (["--grad-checkpoint"] if grad_checkpoint else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                          env=dict(os.environ, PYTHONWARNINGS="ignore",
-                                   OMP_NUM_THREADS=str(args.threads),
-                                   MKL_NUM_THREADS=str(args.threads)))
-    if proc.returncode != 0:
-        raise SystemExit(f"error: {method} on {arch} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def extra_modes():
+    """The method benchmarks of benchmarks/ ({mode: module})."""
+    from benchmarks import modes
+
+    return modes()
 
 
 def get_parser():
@@ -255,18 +218,22 @@ def get_parser():
     p.add_argument("--methods", nargs="+", default=None,
                    help="METHOD[:VARIANT] ... (python tools/methods.py; default: the "
                    "comparison's methods that train)")
-    p.add_argument("--grad-checkpoint", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--opts", nargs="+", default=[], help="KEY VALUE config overrides for every "
+                   "timed method (e.g. a method's activation-checkpointing key)")
     p.add_argument("--prec", default="fp16", help="PREC on CUDA (fp16 amp bf16 fp32); CPU: fp32")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     # --mode cache (tools/bench_cache.py)
+    extra = extra_modes()
     p.add_argument("--mode", default="train",
-                   choices=("train", "cache", "ddp-text", "grid", "vl-prompts"),
+                   choices=("train", "cache", "ddp-text", "grid") + tuple(extra),
                    help="train: training steps per method; cache: the feature cache; "
-                   "vl-prompts: methods with a prompted image tower, with and without "
-                   "activation checkpointing, against the first --methods (tools/bench_vl.py); "
                    "ddp-text: class prompts split over DDP ranks (tools/bench_ddp.py); "
-                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py)")
+                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py)"
+                   + "".join(f"; {m}: {mod.HELP}" for m, mod in extra.items()))
+    for mod in extra.values():
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(p)
     p.add_argument("--workers", type=int, default=2, help="grid: workers of the parallel grid")
     p.add_argument("--grid-epochs", type=int, default=10, help="grid: OPTIM.MAX_EPOCH")
     p.add_argument("--nproc", type=int, default=2, help="ddp-text: gloo processes")
@@ -307,8 +274,7 @@ def main(argv=None):
 
     try:
         archs = [canonical_name(a) for a in args.arch]
-        args.methods = args.methods or (prompted_tower_methods(archs[0])
-                                        if args.mode == "vl-prompts" else default_methods())
+        args.methods = args.methods or default_methods()
         args.grid_methods = args.grid_methods or quick_methods()
         for entry in args.methods:
             method_setting(entry, archs[0], args.tasks)  # an unknown name: one line, now
@@ -318,6 +284,9 @@ def main(argv=None):
         if len(archs) > 1:
             raise SystemExit(f"error: --mode {args.mode} times one backbone; give one --arch")
         args.arch = archs[0]
+    extra = extra_modes()
+    if args.mode in extra:
+        return extra[args.mode].run(args)
     if args.mode == "grid":
         from tools.bench_grid import grid_bench
 
@@ -333,10 +302,6 @@ def main(argv=None):
         return ddp_text_bench(args)
     if args.threads is None:
         args.threads = 2
-    if args.mode == "vl-prompts":
-        from tools.bench_vl import vl_prompts_bench
-
-        return vl_prompts_bench(args, archs)
     if args.mode == "cache":
         if len(archs) > 1:
             raise SystemExit("error: --mode cache times one backbone; give one --arch")
@@ -348,10 +313,21 @@ def main(argv=None):
     base_ms = {}
     for method in args.methods:
         for arch in archs:
-            r = run_worker(method, arch, args)
+            cmd = [sys.executable, osp.abspath(__file__), "--worker", method, "--arch", arch,
+                   "--tasks", str(args.tasks), "--classes", str(args.classes),
+                   "--batch", str(args.batch), "--steps", str(args.steps),
+                   "--device", args.device, "--prec", args.prec,
+                   "--threads", str(args.threads)] + (["--opts", *args.opts] if args.opts else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                                  env=dict(os.environ, PYTHONWARNINGS="ignore",
+                                           OMP_NUM_THREADS=str(args.threads),
+                                           MKL_NUM_THREADS=str(args.threads)))
+            if proc.returncode != 0:
+                raise SystemExit(f"error: {method} on {arch} failed:\n{proc.stderr[-2000:]}")
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
             base_ms.setdefault(method, r["ms_per_step"])
-            decl, variant, _ = method_setting(method, arch, args.tasks)
-            row = [decl.table_label(variant)]
+            decl, _, setting = method_setting(method, arch, args.tasks)
+            row = [decl.table_label(setting.variant)]
             if len(archs) > 1:
                 row += [arch, f"{r['ms_per_step'] / base_ms[method]:.2f}"]
             rows.append(row + [
