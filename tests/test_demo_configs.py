@@ -13,13 +13,10 @@ TINY = {"COOP": "configs/trainers/CoOp/tiny_vit_ep10.yaml",
         "SOFTCPT": "configs/trainers/SoftCPT/tiny_vit_ep10.yaml",
         "DUALVIEWMI": "configs/trainers/DualViewMI/tiny_vit_ep10.yaml",
         "KGCOOP": "configs/trainers/KgCoOp/tiny_vit_ep10.yaml",
-<<<<<<< HEAD
         "IVLP": "configs/trainers/IVLP/tiny_vit_ep10.yaml",
         "MAPLE": "configs/trainers/MaPLe/tiny_vit_ep10.yaml",
-        "PROMPTSRC": "configs/trainers/PromptSRC/tiny_vit_ep10.yaml"}
-=======
+        "PROMPTSRC": "configs/trainers/PromptSRC/tiny_vit_ep10.yaml",
         "PROGRAD": "configs/trainers/ProGrad/tiny_vit_ep10.yaml"}
->>>>>>> main
 DIGIT = "a photo of the digit"
 
 
