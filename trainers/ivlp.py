@@ -9,6 +9,7 @@ ln_pre) and replaced before blocks 1..J_v-1. Loss: cross-entropy.
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
+from toolbox.config import declare_neutral
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.methods import ImageEncoder, Method, Setting, register_method
 
@@ -19,14 +20,16 @@ from .vl_prompts import TextContext, VLPromptTrainer, add_vl_keys, normal_prompt
 def extend_cfg(cfg):
     cfg.TRAINER.IVLP = CN()
     add_vl_keys(cfg.TRAINER.IVLP, n_ctx=2, depth=9)  # MP train.py defaults
+    declare_neutral("TRAINER.IVLP", cfg.TRAINER.IVLP)  # a new group: runs keep their ids
 
 
 class IVLPPromptLearner(nn.Module):
-    def __init__(self, node, classnames, clip_model, vision_width, method="IVLP"):
+    def __init__(self, node, classnames, clip_model, vision_width, method="IVLP", ctx_init=None):
         super().__init__()
         n_t = node.N_CTX_TEXT if node.PROMPT_DEPTH_TEXT > 0 else 0
         n_v = node.N_CTX_VISION if node.PROMPT_DEPTH_VISION > 0 else 0
-        self.text_ctx = TextContext(clip_model, classnames, n_t, node.CTX_INIT, method)
+        ctx_init = node.CTX_INIT if ctx_init is None else ctx_init
+        self.text_ctx = TextContext(clip_model, classnames, n_t, ctx_init, method)
         width = self.text_ctx.ctx.shape[-1]
         deep_text = max(node.PROMPT_DEPTH_TEXT - 1, 0) if n_t else 0
         self.text_deep = normal_prompts(deep_text, n_t, width)
@@ -54,7 +57,7 @@ class IVLP(VLPromptTrainer):
         node = self.node
         self.check_depths(node.PROMPT_DEPTH_TEXT, node.PROMPT_DEPTH_VISION)
         return IVLPPromptLearner(node, classnames, clip_model, self.vision.width,
-                                 self.cfg.TRAINER.NAME)
+                                 self.cfg.TRAINER.NAME, self.ctx_init())
 
 
 def refuse_resnets(method, ctx):

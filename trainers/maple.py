@@ -13,6 +13,7 @@ import copy
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
+from toolbox.config import declare_neutral
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError
 from toolbox.methods import ImageEncoder, Method, Setting, register_method
@@ -25,15 +26,17 @@ def extend_cfg(cfg):
     cfg.TRAINER.MAPLE = CN()
     cfg.TRAINER.MAPLE.N_CTX = 2  # prompt tokens per layer (text and vision alike)
     cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # J: prompts in blocks 0..J-1 of both towers
-    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"
+    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"  # "template": the dataset template's words
     cfg.TRAINER.MAPLE.PREC = "fp16"  # fp16 | amp (AMP + GradScaler) | bf16 | fp32 (CPU: fp32)
     cfg.TRAINER.MAPLE.GRAD_CHECKPOINT = False  # recompute the image tower's activations
+    declare_neutral("TRAINER.MAPLE", cfg.TRAINER.MAPLE)  # a new group: runs keep their ids
 
 
 class MaPLePromptLearner(nn.Module):
-    def __init__(self, node, classnames, clip_model, vision_width):
+    def __init__(self, node, classnames, clip_model, vision_width, ctx_init=None):
         super().__init__()
-        self.text_ctx = TextContext(clip_model, classnames, node.N_CTX, node.CTX_INIT, "MaPLe")
+        ctx_init = node.CTX_INIT if ctx_init is None else ctx_init
+        self.text_ctx = TextContext(clip_model, classnames, node.N_CTX, ctx_init, "MaPLe")
         text_width = self.text_ctx.ctx.shape[-1]
         depth = node.PROMPT_DEPTH
         self.proj = nn.Linear(text_width, vision_width)
@@ -71,7 +74,8 @@ class MaPLe(VLPromptTrainer):
     def make_prompt_learner(self, clip_model, classnames):
         depth = self.node.PROMPT_DEPTH
         self.check_depths(depth, depth)
-        return MaPLePromptLearner(self.node, classnames, clip_model, self.vision.width)
+        return MaPLePromptLearner(self.node, classnames, clip_model, self.vision.width,
+                                  self.ctx_init())
 
 
 @register_method

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from toolbox.config import declare_neutral
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError
 from toolbox.methods import ImageEncoder, Method, Setting, register_method
@@ -43,6 +44,7 @@ def extend_cfg(cfg):
     cfg.TRAINER.PROMPTSRC.GPA = True  # Gaussian-weighted prompt aggregation over epochs
     cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15.0  # mean of the epoch weights (epochs count from 1)
     cfg.TRAINER.PROMPTSRC.GPA_STD = 1.0  # their standard deviation
+    declare_neutral("TRAINER.PROMPTSRC", cfg.TRAINER.PROMPTSRC)  # a new group: runs keep ids
 
 
 def gpa_weights(max_epoch, mean, std):

@@ -28,7 +28,9 @@ def add_vl_keys(node, n_ctx, depth, ctx_init="a photo of a"):
     node.N_CTX_VISION = n_ctx  # prompt tokens appended after CLS + patches
     node.PROMPT_DEPTH_TEXT = depth  # J: text prompts in blocks 0..J-1, carried forward after
     node.PROMPT_DEPTH_VISION = depth  # J: vision prompts in blocks 0..J-1
-    node.CTX_INIT = ctx_init  # the layer-0 text context starts as its first N_CTX_TEXT words
+    # the layer-0 text context starts as its first N_CTX_TEXT words; "template": the words of
+    # the dataset's first template before "{}" (the tiny demo recipes)
+    node.CTX_INIT = ctx_init
     node.PREC = "fp16"  # fp16 | amp (AMP + GradScaler) | bf16 | fp32 (fp32 always on CPU)
     node.GRAD_CHECKPOINT = False  # recompute the image tower's activations in backward
 
@@ -114,6 +116,15 @@ class VLPromptTrainer(ClipTrainer):
                             "set N_CTX_* and PROMPT_DEPTH_* above 0")
         print(f"Learnable parameters: {n:,}")
         self.register_trainable("prompt_learner", self.prompt_learner)
+
+    def ctx_init(self):
+        """CTX_INIT's words ("template": those of the tasks' first template)."""
+        words = self.node.CTX_INIT
+        if words == "template":
+            from .prograd import template_words
+
+            words = template_words(self.tasks)
+        return words
 
     def check_depths(self, text_depth, vision_depth):
         method = self.cfg.TRAINER.NAME
