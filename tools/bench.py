@@ -228,17 +228,21 @@ def worker(args):
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu = [], []
     for _ in range(args.steps):
         b = batch()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         trainer.forward_backward(b)
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     ms = 1000.0 * sum(times) / len(times)
     peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else rss_mb()
+    # CPU time of the process (all its threads): on a shared machine a steadier
+    # measure of the work per step than the wall clock
     print(json.dumps(dict(method=args.worker, ms_per_step=ms, images_per_s=1000.0 * args.batch / ms,
+                          cpu_ms_per_step=1000.0 * sum(cpu) / len(cpu),
                           peak_mb=peak, after_build_mb=None if cuda else after_build,
                           trainable=n_params)))
 

@@ -523,3 +523,37 @@ def create_backbone(name, pretrained="", path="", device="cpu", random_weights=F
         p.requires_grad_(False)
     pre = backbone_preprocess(entry.name, pretrained)
     return model, pre
+
+
+# ---- the vision-tower adapter's ability (trainers/prompted_towers.py) -------------------
+
+
+def deep_prompt_problem(name):
+    """Why backbone ``name``'s image tower cannot take prompt tokens layer by layer
+    (trainers/prompted_towers.py: a ViT with a class token), or None."""
+    entry = get_backbone(name)
+    if entry.family != "open_clip":
+        if entry.spec.get("vision_patch_size") is None:
+            return "its image tower is a ResNet (no token sequence to prompt)"
+        return None
+    cfg = _open_clip().get_model_config(entry.arch) or {}
+    v = cfg.get("vision_cfg", {})
+    if "timm_model_name" in v:
+        return f"its image tower is a timm model ({v['timm_model_name']}), not CLIP's ViT"
+    if isinstance(v.get("layers"), (list, tuple)) or "patch_size" not in v:
+        return "its image tower is a ResNet (no token sequence to prompt)"
+    if v.get("attentional_pool") or v.get("attn_pooler_queries"):
+        return "its image tower pools with an attention pooler, not the class token"
+    if v.get("pool_type", "tok") != "tok":
+        return f"its image tower pools with '{v['pool_type']}' (SigLIP-style), not the class token"
+    if v.get("no_ln_pre"):
+        return "its image tower has no ln_pre"
+    return open_clip_text_problem(entry.arch)
+
+
+def deep_prompt_backbones():
+    """The backbones deep prompts work on, as one phrase for error messages."""
+    builtin = [n for n in _REGISTRY if not n.startswith(OPEN_CLIP_PREFIX)
+               and _REGISTRY[n].family != "open_clip" and deep_prompt_problem(n) is None]
+    return (", ".join(builtin) + " and OpenCLIP ViTs with CLIP's text tower (e.g. "
+            "open_clip:ViT-B-16, open_clip:ViT-L-14)")

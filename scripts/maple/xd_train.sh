@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# MaPLe, cross-dataset: train on $XD_SOURCE (default imagenet, 16 shots, all classes).
+# usage: bash scripts/maple/xd_train.sh SEED   (environment: see scripts/protocols.sh)
+source "$(dirname "$0")/method.sh"
+xd_train "$@"
