@@ -241,3 +241,34 @@ def test_config_keys_exist(page, config_keys):
             if not ok:
                 bad.append(key)
     assert not bad, f"{page}: unknown config keys {sorted(set(bad))}"
+
+
+def test_running_many_grid_yaml_plans_the_runs_it_describes(tmp_path):
+    """docs/running_many.md's grid.yaml, as a dry run: every method x variant x shots x
+    seed once, with its opts, in the scripts' folders; --tag puts them in <variant>_TAG."""
+    import subprocess
+    import sys
+
+    text = read("docs/running_many.md")
+    body = next(b for lang, b in FENCE.findall(text) if b.startswith("# grid.yaml"))
+    (tmp_path / "grid.yaml").write_text(body)
+
+    def planned(*extra):
+        proc = subprocess.run([sys.executable, osp.join(ROOT, "tools", "grid.py"), "--config",
+                               str(tmp_path / "grid.yaml"), "--dry-run", "--data",
+                               str(tmp_path / "data"), "--output-root", str(tmp_path / "out"),
+                               *extra], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        runs = [shlex.split(ln[len("[run] "):]) for ln in proc.stdout.splitlines()
+                if ln.startswith("[run] ")]
+        return [osp.relpath(a[a.index("--output-dir") + 1], tmp_path / "out") for a in runs], runs
+
+    folders, runs = planned()
+    # methods: softcpt NATA, CATA; coop default, 16-True-end; kgcoop w8 = 5; 2 shots, 3 seeds
+    assert len(folders) == len(set(folders)) == 5 * 2 * 3
+    assert all(a[-2:] == ["OPTIM.MAX_EPOCH", "5"] for a in runs)
+    assert {f.split("/")[1] for f in folders} == {"SoftCPT", "CoOp", "KgCoOp"}
+    assert {f.split("/")[2].split("_")[0] for f in folders} == {"tiny"}  # tiny_vit: the yaml's
+    tagged, _ = planned("--tag", "ep5")
+    assert sorted(tagged) == sorted(
+        "/".join(f.split("/")[:3] + [f.split("/")[3] + "_ep5", f.split("/")[4]]) for f in folders)
