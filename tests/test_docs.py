@@ -272,3 +272,24 @@ def test_running_many_grid_yaml_plans_the_runs_it_describes(tmp_path):
     tagged, _ = planned("--tag", "ep5")
     assert sorted(tagged) == sorted(
         "/".join(f.split("/")[:3] + [f.split("/")[3] + "_ep5", f.split("/")[4]]) for f in folders)
+
+
+def test_code_points_at_sections_and_pages_that_exist():
+    """Messages and comments that send the user to "README, 'Section'" or to a docs/ page
+    name a README heading or a page that exists."""
+    readme_headings = re.findall(r"^#+ (.+)$", prose(read("README.md")), re.M)
+    bad = []
+    files = glob.glob(osp.join(ROOT, "*.py")) + [
+        p for d in ("toolbox", "trainers", "tools", "datasets", "scripts")
+        for p in glob.glob(osp.join(ROOT, d, "**", "*.*"), recursive=True)
+        if p.endswith((".py", ".sh"))]
+    for path in files:
+        with open(path) as f:
+            src = f.read()
+        for section in re.findall(r"README, '([^']+)'", src):
+            if not any(h.startswith(section) for h in readme_headings):
+                bad.append(f"{osp.relpath(path, ROOT)}: README has no section '{section}'")
+        for page in re.findall(r"\bdocs/[\w/]+\.md\b", src):
+            if not exists(page):
+                bad.append(f"{osp.relpath(path, ROOT)}: no page {page}")
+    assert not bad, bad
