@@ -22,7 +22,7 @@ PAGES = sorted(["README.md", "DATASETS.md"]
 PENDING = {
     "docs/adding_a_method.md", "scripts/main.sh", "scripts/protocol.sh", "tools/methods.py",
     *(f"docs/methods/{m}.md" for m in ("prograd", "plot", "protonet", "ivlp", "maple",
-                                       "promptsrc", "tip_adapter", "clip_lora", "mcoop")),
+                                       "promptsrc", "tip_adapter", "clip_lora", "mvlpt")),
 }
 PENDING_FLAGS = {("tools/check_data.py", "--method"), ("tools/check_data.py", "--shots"),
                  ("tools/check_data.py", "--backbone"), ("tools/methods.py", "--comparison"),
