@@ -309,3 +309,13 @@ def test_code_points_at_sections_and_pages_that_exist():
             if not exists(page):
                 bad.append(f"{osp.relpath(path, ROOT)}: no page {page}")
     assert not bad, bad
+
+
+def test_every_registered_method_is_in_the_readme_and_methods_tables():
+    from toolbox.methods import load_methods
+
+    for page in ("README.md", "docs/methods.md"):
+        rows = [ln for ln in read(page).splitlines() if ln.startswith("| ")]
+        listed = set(re.findall(r"`(\w+)`", "\n".join(rows)))
+        missing = set(load_methods()) - listed
+        assert not missing, f"{page}: no table row for {sorted(missing)}"
