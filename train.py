@@ -1,9 +1,9 @@
-"""Train or evaluate a trainer on a dataset (flags as in CoOp's train.py).
+"""Train or evaluate a trainer on a dataset (flags as in the Dassl-based upstream train.py).
 
-    python train.py --root $DATA --seed 1 --trainer CoOp \
+    python train.py --root $DATA --seed 1 --trainer <Trainer> \
         --dataset-config-file configs/datasets/eurosat.yaml \
-        --config-file configs/trainers/CoOp/rn50_ep50.yaml \
-        --output-dir output/eurosat/CoOp/rn50_ep50_16shots/seed1 \
+        --config-file configs/trainers/<Trainer>/rn50_ep50.yaml \
+        --output-dir output/eurosat/<Trainer>/rn50_ep50_16shots/seed1 \
         DATASET.NUM_SHOTS 16
 """
 import argparse
@@ -20,7 +20,7 @@ import trainers
 from toolbox.config import check_cfg_values, get_cfg_default, warn_no_op_keys
 from toolbox.data.datasets.check import require_data
 from toolbox.engine import build_trainer, distributed
-from toolbox.engine.trainer import check_run_folder
+from toolbox.run_folder import LOCK, check_run_folder, lock_run_folder
 from toolbox.errors import UserError, one_line, yaml_error
 from toolbox.utils import atomic_write, collect_env_info, set_random_seed, setup_logger
 from trainers.backbones import fill_input_defaults, get_backbone
@@ -143,7 +143,7 @@ def tiny_cpu_threads(cfg, environ=os.environ):
     """The number of torch threads for this run, or None to keep torch's default.
 
     A tiny CLIP on the CPU runs on one thread: its matrices (width 64, 17 tokens) are far
-    too small for a second thread to help, which only spins. The demo's CoOp run took 7 s
+    too small for a second thread to help, which only spins. The demo's context-tuning run took 7 s
     of CPU on one thread and 17 s on two, with identical results. OMP_NUM_THREADS, when
     set, wins (the grid runner sets it for several CPU workers; the tests set it)."""
     if "OMP_NUM_THREADS" in environ or (cfg.USE_CUDA and torch.cuda.is_available()):
@@ -173,6 +173,8 @@ class SetupFiles:
             d = os.path.dirname(d)
         self.config = os.path.join(self.out, "config.yaml") if self.out else ""
         self.had_config = bool(self.config) and os.path.exists(self.config)
+        self.lock = os.path.join(self.out, LOCK) if self.out else ""
+        self.had_lock = bool(self.lock) and os.path.exists(self.lock)
 
     def remove(self):
         from toolbox.utils.logger import Logger
@@ -185,6 +187,8 @@ class SetupFiles:
                 os.remove(log)
         if self.config and not self.had_config and os.path.exists(self.config):
             os.remove(self.config)
+        if self.lock and not self.had_lock and os.path.exists(self.lock):
+            os.remove(self.lock)
         for d in self.new_dirs:  # deepest first; only folders left empty
             try:
                 os.rmdir(d)
@@ -222,6 +226,8 @@ def setup(cfg, args):
     --eval-only); a UserError here leaves the output folder as it was."""
     # Before the log file: a refused run writes nothing into the folder.
     check_run_folder(cfg, eval_only=args.eval_only, bare_resume=args.resume == "__output_dir__")
+    if distributed.is_main_process() and cfg.OUTPUT_DIR and not args.eval_only:
+        lock_run_folder(cfg.OUTPUT_DIR)  # one live run per folder (released at exit)
     if distributed.is_main_process():
         setup_logger(cfg.OUTPUT_DIR)
     print(run_header(cfg, args))

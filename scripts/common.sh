@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared by scripts/<method>/*.sh: argument checks, config lookup, and the runs
+# Shared by scripts/main.sh and scripts/<method>/*.sh: argument checks, config lookup, and the runs
 # through tools/grid.py (seeds at once with WORKERS / GPUS / EXECUTOR=slurm, skipping
 # finished runs, resuming interrupted ones), in the output layout
 #   output/<dataset>/<Trainer>/<config>_<shots>shots/<variant>/seed<S>/
@@ -87,18 +87,22 @@ grid_opts() {
     return 0
 }
 
-# run_grid METHOD VARIANT DATASET SHOTS BACKBONE: the method's runs for seeds $SEEDS
-# through tools/grid.py (the method's config, variant folder and overrides are defined
-# there, in METHODS); finished runs are skipped, interrupted ones resumed; at the end
-# the mean +- std table of the runs.
-run_grid() {
-    local method="$1" variant="$2" dataset="$3" shots="$4" backbone="$5"
+# run_method METHOD DATASET SHOTS BACKBONE [METHOD ARGS ...]: the method's runs for
+# seeds $SEEDS through tools/grid.py (the method's recipe, variant folder and overrides
+# come from its declaration in trainers/, which also reads METHOD ARGS); finished runs
+# are skipped, interrupted ones resumed; at the end the mean +- std table of the runs.
+# A method that trains nothing (zero-shot) runs once, for the first seed (ZS_SEEDS: others).
+run_method() {
+    local method="$1" dataset="$2" shots="$3" backbone="$4"
+    shift 4
     dataset_config "$dataset" >/dev/null
     grid_opts
+    local zs=()
+    # shellcheck disable=SC2206
+    [ -n "${ZS_SEEDS:-}" ] && zs=(--zs-seeds $ZS_SEEDS)
     # shellcheck disable=SC2086
-    "$PYTHON" "$REPO/tools/grid.py" --methods "$method:$variant" --datasets "$dataset" \
-        --shots "$shots" --backbones "$backbone" --seeds $SEEDS --zs-seeds $SEEDS \
-        "${GRID_ARGS[@]}"
+    "$PYTHON" "$REPO/tools/grid.py" --methods "$method" --script-args "$@" --datasets "$dataset" \
+        --shots "$shots" --backbones "$backbone" --seeds $SEEDS "${zs[@]}" "${GRID_ARGS[@]}"
 }
 
 # run_once OUT [train.py ARGS ...]: one train.py run into OUT, skipped when

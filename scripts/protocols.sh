@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The generalisation protocols, shared by scripts/<method>/{base2new,xd,dg}_*.sh.
-# A method folder's method.sh sets TRAINER, CFG_REAL and CFG_TINY (config-name
-# suffixes) and sources this file; each protocol script is then one call.
+# The generalisation protocols, shared by scripts/protocol.sh and
+# scripts/<method>/{base2new,xd,dg}_*.sh. The caller sets METHOD (a registered method
+# that declares the protocol) and sources this file; the method's trainer and config
+# schedules (TRAINER, CFG_REAL, CFG_TINY) come from its declaration (tools/methods.py
+# --protocol); each protocol step is then one call.
 #
 # Layout under $OUT_ROOT (default output/), read by tools/protocols.py:
 #   base2new/train_base/<dataset>/shots_<K>/<Trainer>/<config>/seed<S>   trained on base classes
@@ -24,6 +26,15 @@ XD_SOURCE="${XD_SOURCE:-imagenet}"
 XD_TARGETS="${XD_TARGETS:-caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101}"
 DG_TARGETS="${DG_TARGETS:-imagenetv2 imagenet_sketch imagenet_a imagenet_r}"
 read -r -a EXTRA_OPTS <<< "${OPTS:-}"
+
+# load_schedule PROTOCOL: TRAINER, CFG_REAL and CFG_TINY of METHOD in PROTOCOL, from
+# its declaration (one error line when it does not declare the protocol).
+load_schedule() {
+    [ -n "${METHOD:-}" ] || die "scripts/protocols.sh needs METHOD (a method name) set"
+    local line
+    line="$("$PYTHON" "$REPO/tools/methods.py" --protocol "$METHOD" "$1")" || exit 2
+    IFS=$'\t' read -r TRAINER CFG_REAL CFG_TINY <<< "$line"
+}
 
 # config_name DATASET: the trainer config used for DATASET (the demo runs on the tiny CLIP).
 config_name() {
@@ -64,6 +75,7 @@ require_model() {
 b2n_train() {  # DATASET SEED
     [ $# -eq 2 ] || die "usage: base2new_train.sh DATASET SEED"
     check_seed "$2"
+    load_schedule base2new
     protocol_run "$OUT_ROOT/base2new/train_base/$1/$(method_dir "$1")/seed$2" "$1" "$2" \
         DATASET.SUBSAMPLE_CLASSES base
 }
@@ -71,6 +83,7 @@ b2n_train() {  # DATASET SEED
 b2n_test() {  # DATASET SEED
     [ $# -eq 2 ] || die "usage: base2new_test.sh DATASET SEED"
     check_seed "$2"
+    load_schedule base2new
     local model="$OUT_ROOT/base2new/train_base/$1/$(method_dir "$1")/seed$2"
     require_model "$model" "base2new_train.sh $1 $2"
     protocol_run "$OUT_ROOT/base2new/test_new/$1/$(method_dir "$1")/seed$2" "$1" "$2" \
@@ -84,6 +97,7 @@ xd_model() {  # SEED: the cross-dataset source model folder
 xd_train() {  # SEED
     [ $# -eq 1 ] || die "usage: xd_train.sh SEED"
     check_seed "$1"
+    load_schedule xd
     protocol_run "$(xd_model "$1")" "$XD_SOURCE" "$1"
 }
 
@@ -101,6 +115,7 @@ transfer_test() {
 xd_test() {  # DATASET|all SEED
     [ $# -eq 2 ] || die "usage: xd_test.sh DATASET|all SEED"
     check_seed "$2"
+    load_schedule xd
     local targets="$1"
     [ "$1" = "all" ] && targets="$XD_TARGETS"
     for target in $targets; do
@@ -111,6 +126,8 @@ xd_test() {  # DATASET|all SEED
 dg_test() {  # SEED
     [ $# -eq 1 ] || die "usage: dg_test.sh SEED"
     check_seed "$1"
+    load_schedule dg
+    load_schedule xd  # the source model is the cross-dataset one (xd_train.sh)
     for target in $DG_TARGETS; do
         transfer_test dg "$target" "$1"
     done

@@ -287,7 +287,7 @@ def test_fewshot44_over_cached_splits_reads_no_image(data_root, tmp_path, monkey
 
 def test_every_task_has_prompt_text_metric_and_config():
     from toolbox.data.tasks import METRICS
-    from tools.grid import is_suite
+    from tools.grid_plan import is_suite
 
     members = GENERAL10_TASKS + PLANT6_TASKS + RS8_TASKS + FASHION20_TASKS
     assert len(members) == len(set(members)) == 44

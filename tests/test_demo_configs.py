@@ -36,12 +36,18 @@ def test_no_trainer_config_sets_the_digit_context():
 
 
 def test_grid_names_coop_context_from_the_dataset_config():
-    from tools.grid import METHODS
+    from toolbox.methods import RunContext, get_method, load_methods
+    from tools.grid_plan import dataset_yaml
 
-    coop = METHODS["coop"]
-    demo = coop.setting("demo", 4, "tiny_vit", "default")
+    load_methods()
+    coop = get_method("coop")
+
+    def ctx(dataset):
+        return RunContext(dataset, 4, "tiny_vit", "tiny", False, "fewshot", dataset_yaml(dataset))
+
+    demo = coop.setting(ctx("demo"), "default")
     assert demo.variant == "nctx5_cscFalse_ctpend" and "TRAINER.COOP.CTX_INIT" not in demo.opts
-    other = coop.setting("eurosat", 4, "tiny_vit", "default")
+    other = coop.setting(ctx("eurosat"), "default")
     assert other.variant.startswith("nctx16_")
 
 

@@ -166,7 +166,9 @@ def test_plot_style_families_markers_headline_chance(results_tree, tmp_path, mon
     chance = [ln for ln in ax.get_lines() if ln.get_label().startswith("chance")]
     assert len(chance) == 1 and chance[0].get_linestyle() == "--"
     assert chance[0].get_ydata()[0] == pytest.approx(methods.chance)
-    palette = {c.lower() for c in compare.OKABE_ITO.values()}
+    from toolbox.methods import OKABE_ITO
+
+    palette = {c.lower() for c in OKABE_ITO.values()}
     assert all(matplotlib.colors.to_hex(ln.get_color()) in palette for ln in lines.values())
 
 

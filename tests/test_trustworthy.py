@@ -269,7 +269,7 @@ def test_folder_with_only_results_of_another_config_is_refused(run, demo_root, t
     """No checkpoint and no config.yaml (e.g. an --eval-only output): the
     results' digest alone refuses the folder (in-process: the check train.py
     runs before writing anything)."""
-    from toolbox.engine.trainer import check_run_folder
+    from toolbox.run_folder import check_run_folder
     from toolbox.errors import UserError
 
     out = tmp_path / "eval"

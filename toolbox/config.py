@@ -1,8 +1,8 @@
 """All default config keys, as in Dassl's ``dassl.config.defaults``.
 
-Keys that CoOp-style code reads keep Dassl's names and defaults. Trainer-
+Keys that Dassl-style prompt-tuning code reads keep Dassl's names and defaults. Trainer-
 specific groups (TRAINER.COOP, ...) are added by ``trainers.extend_cfg``.
-Keys marked "kept for Dassl compatibility; no effect" are accepted so that Dassl/CoOp config files load
+Keys marked "kept for Dassl compatibility; no effect" are accepted so that upstream Dassl config files load
 unchanged; train.py warns once when a config or the command line sets one to
 anything but its default (``NO_EFFECT_KEYS``).
 """
@@ -65,11 +65,11 @@ _C.DATASET.STL10_FOLD = -1  # STL-10 fold; kept for Dassl compatibility; no effe
 _C.DATASET.CIFAR_C_TYPE = ""  # CIFAR-C corruption; kept for Dassl compatibility; no effect
 _C.DATASET.CIFAR_C_LEVEL = 1  # CIFAR-C corruption level; kept for Dassl compatibility; no effect
 _C.DATASET.ALL_AS_UNLABELED = False  # labelled data also as unlabelled; kept for Dassl compatibility; no effect
-_C.DATASET.SUBSAMPLE_CLASSES = "all"  # all | base | new (CoOp's base-to-new)
+_C.DATASET.SUBSAMPLE_CLASSES = "all"  # all | base | new (base-to-new generalisation)
 _C.DATASET.TASKS = []  # subset of a suite's tasks, by name or 0-based index; [] = all
 # True in a suite's dataset config (several tasks trained jointly). It changes no
-# computation; the method scripts read it to pick a schedule (CoOp: 50 epochs on a
-# suite, as SoftCPT's paper runs its baselines, instead of 50/100/200 by shots).
+# computation; method recipes read it to pick a schedule (e.g. 50 epochs on a suite
+# instead of 50/100/200 by shots, as the multi-task papers run their baselines).
 _C.DATASET.SUITE = False
 
 ###########################
@@ -117,7 +117,7 @@ _C.MODEL.HEAD.DROPOUT = 0.0  # kept for Dassl compatibility; no effect
 # Optimization
 ###########################
 _C.OPTIM = CN()
-_C.OPTIM.NAME = "adam"  # adam | amsgrad | sgd | rmsprop (CoOp configs set sgd)
+_C.OPTIM.NAME = "adam"  # adam | amsgrad | sgd | rmsprop (the prompt-tuning recipes set sgd)
 _C.OPTIM.LR = 0.0003  # base learning rate (0 or more)
 _C.OPTIM.WEIGHT_DECAY = 5e-4  # L2 weight decay
 _C.OPTIM.MOMENTUM = 0.9  # sgd and rmsprop momentum
@@ -178,7 +178,7 @@ _C.FEATURE_CACHE.DIR = ""
 # faster epochs, at the price of N fixed augmentations instead of a fresh one per epoch:
 # this changes what a run computes (part of the config digest). 0: train on images.
 # Needs a fixed seed and a trainer that trains on image features (every CLIP prompt
-# trainer here); no effect for ZeroshotCLIP and LinearProbeCLIP (nothing trained on images).
+# trainer here); no effect for a trainer that trains nothing on images (zero-shot, linear probe).
 _C.FEATURE_CACHE.TRAIN_VIEWS = 0
 
 ###########################

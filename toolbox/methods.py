@@ -17,6 +17,7 @@ package, whose modules register their declarations.
 """
 import fnmatch
 import importlib
+import os.path as osp
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9",
              "vermillion": "#D55E00", "reddish purple": "#CC79A7", "grey": "#999999"}
 
 PROTOCOLS = ("fewshot", "base2new", "xd", "dg")
+
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "configs")
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,11 @@ UNDECLARED_ENCODER = ImageEncoder()  # the safe default: never served from the c
 
 
 def image_encoder_of(trainer_cls):
-    """The declared contract of a trainer class (undeclared: not frozen)."""
-    contract = getattr(trainer_cls, "image_encoder", None)
+    """The contract a trainer class declares in its own body (``image_encoder = ...``);
+    undeclared: not frozen. A subclass does not inherit its parent's contract: a
+    subclass that prompts the image encoder must not be served cached features
+    because its parent's encoder was frozen."""
+    contract = vars(trainer_cls).get("image_encoder")
     return contract if isinstance(contract, ImageEncoder) else UNDECLARED_ENCODER
 
 
@@ -83,6 +89,10 @@ class RunContext:
     @property
     def tiny(self):
         return self.family == "tiny"
+
+    def dataset_value(self, dotted_key, default=None):
+        """A value of the dataset YAML (e.g. "TRAINER.COOP.CTX_INIT"), or ``default``."""
+        return _dotted(self.dataset_cfg, dotted_key, default)
 
 
 @dataclass
@@ -104,7 +114,7 @@ class Method:
 
     name = ""  # script and grid name (lower case): scripts/main.sh NAME ..., --methods NAME
     trainer = ""  # the registered trainer class name (--trainer, the output folder)
-    label = ""  # table and plot label of the default variant (e.g. "CoOp")
+    label = ""  # table and plot label of the default variant (e.g. "My-Method")
     colour = "grey"  # an OKABE_ITO name; methods of one family share it
     family = ""  # colour family / grouping in tables (default: the trainer)
     order = 100  # position in tables and plots (smaller first)
@@ -118,8 +128,14 @@ class Method:
     in_comparison = True  # part of scripts/compare_all.sh's default method list
     comparison_variants = ()  # variants compare_all runs by default (default: default_variant)
     trains = True  # False: nothing is trained (zero-shot): one seed is enough
+    quick = False  # cheap to run: part of the benches' default demo grids
     script_args = ()  # names of scripts/main.sh's extra positional arguments after BACKBONE
     script_usage = ""  # one line on those arguments
+    variants_env = ()  # other environment names of compare_all's <NAME>_VARIANTS
+    # the trainer-config schedule of the generalisation protocols (real, tiny backbones),
+    # e.g. ("ep50", "ep10"): configs/trainers/<trainer>/<backbone>_<schedule>.yaml; or a
+    # dict {protocol: (real, tiny)} where they differ (the dg protocol evaluates the xd model)
+    protocol_schedule = None
 
     # ---- variants --------------------------------------------------------------
 
@@ -139,7 +155,7 @@ class Method:
 
     def variant_from_args(self, args):
         """The variant that scripts/main.sh's extra positional ``args`` name (the
-        method's own script arguments, e.g. CoOp's N_CTX CSC POSITION); default: the
+        method's own script arguments, e.g. a context length and position); default: the
         first argument is the variant."""
         if not args:
             return self.default_variant
@@ -180,6 +196,49 @@ class Method:
         return f"<method {self.name}: trainer {self.trainer}>"
 
 
+def _dotted(data, dotted_key, default=None):
+    node = data
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def read_yaml(path):
+    """A config YAML as a dict, with its ``_BASE_`` files merged underneath (the
+    including file wins); {} when the file does not exist."""
+    import yaml
+
+    if not osp.isfile(path):
+        return {}
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of config keys")
+    bases = data.pop("_BASE_", None) or []
+    merged = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        _deep_update(merged, read_yaml(osp.join(osp.dirname(path), base)))
+    return _deep_update(merged, data)
+
+
+def _deep_update(into, data):
+    for k, v in data.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _deep_update(into[k], v)
+        else:
+            into[k] = v
+    return into
+
+
+def recipe_value(trainer, config, dotted_key, default=None):
+    """A value set by the trainer config ``configs/trainers/<trainer>/<config>.yaml``
+    (e.g. "TRAINER.COOP.CTX_INIT"), or ``default`` when the recipe does not set it."""
+    return _dotted(read_yaml(osp.join(CONFIGS, "trainers", trainer, config + ".yaml")),
+                   dotted_key, default)
+
+
 _METHODS = OrderedDict()
 
 
@@ -207,7 +266,11 @@ def register_method(cls):
 def load_methods():
     """Import the project's trainers (which register their declarations); return the
     registry {name: Method} in table order."""
-    importlib.import_module("trainers")
+    import warnings
+
+    with warnings.catch_warnings():  # openai-clip's import of pkg_resources
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        importlib.import_module("trainers")
     return methods()
 
 

@@ -59,9 +59,11 @@ def resolve_config(trainer, cfg_name):
                 return canon + rest, own, "-"
             entry = bb.get_backbone(canon)
             # same schedule, another backbone: the configs differ only in NAME
-            for base in ("vit_b16", "rn50", "tiny_vit"):
+            # (a tiny OpenCLIP architecture runs the tiny recipe)
+            bases = ("tiny_vit",) if entry.tiny else ("vit_b16", "rn50")
+            for base in bases:
                 f = osp.join(configs, base + rest + ".yaml")
-                if osp.isfile(f) and (base != "tiny_vit" or entry.family == "tiny"):
+                if osp.isfile(f):
                     return canon + rest, f, canon
             raise UserError(f"no trainer config for {cfg_name} in {configs}")
     raise bb._unknown(cfg_name)

@@ -1,10 +1,13 @@
-"""Training-step speed and peak memory of SoftCPT, CoOp and CoCoOp on a
-CLIP of a real architecture's shapes (random weights, no download) with
-synthetic tasks and images (no dataset).
+"""Training-step speed and peak memory of registered methods (python tools/methods.py;
+default: the comparison's methods that train) on a CLIP of a real architecture's
+shapes (random weights, no download) with synthetic tasks and images (no dataset).
+Each method runs its own recipe (its declaration's trainer config for the backbone)
+with the batch size given here.
 
     python tools/bench.py --arch vit_b16 --tasks 3 --classes 5 --batch 4 --steps 3
     python tools/bench.py --arch rn50 --tasks 44 --classes 36 --batch 32 --device cuda
-    python tools/bench.py --arch vit_b16 open_clip:ViT-B-16 --methods CoOp   # side by side
+    python tools/bench.py --arch vit_b16 open_clip:ViT-B-16 --methods METHOD  # side by side
+    python tools/bench.py --methods METHOD:VARIANT OTHER --arch rn50
     python tools/bench.py --mode cache --arch vit_b16 --images 200 --eval-classes 100 --threads 2
 
 ``--mode ddp-text`` times the class prompts split over DDP ranks (tools/bench_ddp.py):
@@ -13,7 +16,7 @@ synthetic tasks and images (no dataset).
 
 ``--mode grid`` times a demo grid (tools/grid.py) with 1 and K workers (tools/bench_grid.py):
 
-    python tools/bench.py --mode grid --grid-methods coop softcpt coop_mt --grid-seeds 1 2 \
+    python tools/bench.py --mode grid --grid-methods METHOD METHOD --grid-seeds 1 2 \
         --grid-shots 4 --workers 2 --threads 1
 
 ``--mode cache`` times the frozen-feature cache instead (cache_bench): one
@@ -46,7 +49,43 @@ if ROOT not in sys.path:
 
 from tabulate import tabulate  # noqa: E402
 
-METHODS = ("SoftCPT", "CoOp", "CoCoOp")
+
+
+def default_methods():
+    """The comparison's methods that train (each with its default variant)."""
+    from toolbox.methods import load_methods
+
+    return [n for n, m in load_methods().items() if m.in_comparison and m.trains]
+
+
+def quick_methods():
+    """The methods declared quick (cheap): the benches' default demo grids."""
+    from toolbox.methods import load_methods
+
+    return [n for n, m in load_methods().items() if m.quick]
+
+
+def method_setting(entry, arch, tasks=1, shots=16):
+    """(declaration, variant, Setting) of ``entry`` (METHOD[:VARIANT], a method or
+    trainer name) for backbone ``arch``: its recipe as a grid run would get it."""
+    from toolbox.errors import UserError
+    from toolbox.methods import RunContext, get_method, load_methods, method_of_trainer
+    from trainers.backbones import get_backbone
+
+    name, _, variant = entry.partition(":")
+    load_methods()
+    try:
+        m = get_method(name)
+    except UserError:
+        m = method_of_trainer(name)
+        if m is None:
+            raise
+    variant = variant or m.default_variant
+    m.check_variant(variant)
+    entry_bb = get_backbone(arch)
+    ctx = RunContext("synthetic", shots, entry_bb.name,
+                     "tiny" if entry_bb.tiny else entry_bb.family, tasks > 1, "fewshot", {})
+    return m, variant, m.setting(ctx, variant)
 
 
 def synthetic_tasks(n_tasks, n_classes):
@@ -58,24 +97,31 @@ def synthetic_tasks(n_tasks, n_classes):
 
 
 def bench_cfg(method, args):
-    """The config of one timed method: the backbone through the registry with
-    seeded random weights (MODEL.BACKBONE.PRETRAINED random), its input size."""
+    """The config of one timed method: its recipe (trainer config and the variant's
+    overrides) for the backbone, the backbone through the registry with seeded random
+    weights (MODEL.BACKBONE.PRETRAINED random), the batch size and precision asked."""
     import trainers
     from toolbox.config import get_cfg_default
+    from toolbox.engine import TRAINER_REGISTRY
+    from tools.backbones import resolve_config
     from trainers.backbones import fill_input_defaults
 
+    m, variant, s = method_setting(method, args.arch, args.tasks)
+    _, config_file, _ = resolve_config(s.trainer, s.config)
     cfg = get_cfg_default()
     trainers.extend_cfg(cfg)
-    cfg.TRAINER.NAME = method
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(s.opts))
+    cfg.TRAINER.NAME = s.trainer
     cfg.USE_CUDA = args.device == "cuda"
     cfg.MODEL.BACKBONE.NAME = args.arch
     cfg.MODEL.BACKBONE.PRETRAINED = "random"
+    cfg.MODEL.BACKBONE.PATH = ""
     fill_input_defaults(cfg)
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE = args.batch
-    cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH = "sgd", 0.002, 50
-    cfg.TRAINER.SOFTCPT.VARIANT = args.variant
-    cfg.TRAINER.COCOOP.N_CTX, cfg.TRAINER.COCOOP.CTX_INIT = 4, "a photo of a"
-    for key in ("SOFTCPT", "COOP", "COCOOP"):
+    cfg.OPTIM.MAX_EPOCH = max(cfg.OPTIM.MAX_EPOCH, 1)
+    key = getattr(TRAINER_REGISTRY.get(s.trainer), "prec_key", None)
+    if key:
         cfg.TRAINER[key].PREC = args.prec
     cfg.VERBOSE = False
     cfg.freeze()
@@ -93,7 +139,7 @@ def build_bench_trainer(method, args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tasks = synthetic_tasks(args.tasks, args.classes)
-    cls = TRAINER_REGISTRY.get(method)
+    cls = TRAINER_REGISTRY.get(method_setting(method, args.arch, args.tasks)[2].trainer)
 
     class Bench(cls):
         def build_data_loader(self):  # synthetic tasks instead of a dataset
@@ -163,8 +209,9 @@ def get_parser():
     p.add_argument("--classes", type=int, default=5, help="classes per task")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--variant", default="NATA", help="SoftCPT variant")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="METHOD[:VARIANT] ... (python tools/methods.py; default: the "
+                   "comparison's methods that train)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--prec", default="fp16", help="PREC on CUDA (fp16 amp bf16 fp32); CPU: fp32")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -188,12 +235,15 @@ def get_parser():
     p.add_argument("--train-images", type=int, default=32, help="cache: training images")
     p.add_argument("--train-classes", type=int, default=10, help="cache: their classes")
     p.add_argument("--train-batch", type=int, default=32, help="cache: training batch size")
-    p.add_argument("--grid-methods", nargs="+", default=["ZeroshotCLIP", "LinearProbeCLIP", "CoOp"])
+    p.add_argument("--grid-methods", nargs="+", default=None,
+                   help="grid, cache: the demo grid's methods (default: those declared quick)")
     p.add_argument("--grid-seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--grid-shots", type=int, default=4)
     p.add_argument("--grid-arch", default="tiny_vit",
                    help="cache: the demo grid's backbone; another registered one runs with "
                         "random weights of its architecture (MODEL.BACKBONE.PRETRAINED random)")
+    p.add_argument("--cache-method", default="", help="cache: the method of the evaluation and "
+                   "training-view passes (default: the first quick one that trains on features)")
     p.add_argument("--no-eval", action="store_true", help="cache: skip the evaluation passes")
     p.add_argument("--no-grid", action="store_true", help="cache: skip the demo grid")
     p.add_argument("--work-dir", default="", help="cache: keep images, caches and runs here")
@@ -210,6 +260,10 @@ def main(argv=None):
 
     try:
         archs = [canonical_name(a) for a in args.arch]
+        args.methods = args.methods or default_methods()
+        args.grid_methods = args.grid_methods or quick_methods()
+        for entry in args.methods:
+            method_setting(entry, archs[0], args.tasks)  # an unknown name: one line, now
     except UserError as e:
         raise SystemExit(f"error: {one_line(e)}")
     if args.mode in ("grid", "ddp-text"):
@@ -228,7 +282,6 @@ def main(argv=None):
             raise SystemExit("error: --mode ddp-text runs gloo processes on the CPU; drop "
                              "--device")
         args.threads = args.threads or 1
-        args.methods = [m for m in args.methods if m in ("CoOp", "SoftCPT")] or ["CoOp"]
         return ddp_text_bench(args)
     if args.threads is None:
         args.threads = 2
@@ -246,7 +299,7 @@ def main(argv=None):
             cmd = [sys.executable, osp.abspath(__file__), "--worker", method, "--arch", arch,
                    "--tasks", str(args.tasks), "--classes", str(args.classes),
                    "--batch", str(args.batch), "--steps", str(args.steps),
-                   "--variant", args.variant, "--device", args.device, "--prec", args.prec,
+                   "--device", args.device, "--prec", args.prec,
                    "--threads", str(args.threads)]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                                   env=dict(os.environ, PYTHONWARNINGS="ignore",
@@ -256,7 +309,8 @@ def main(argv=None):
                 raise SystemExit(f"error: {method} on {arch} failed:\n{proc.stderr[-2000:]}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             base_ms.setdefault(method, r["ms_per_step"])
-            row = [r["method"] + (f"-{args.variant}" if method == "SoftCPT" else "")]
+            decl, variant, _ = method_setting(method, arch, args.tasks)
+            row = [decl.table_label(variant)]
             if len(archs) > 1:
                 row += [arch, f"{r['ms_per_step'] / base_ms[method]:.2f}"]
             rows.append(row + [

@@ -1,11 +1,12 @@
 """``tools/bench.py --mode cache``: what the frozen-feature cache saves.
 
-1. One evaluation pass (CoOp: class prompts through the text encoder, then
+1. One evaluation pass (a context-tuning method: --cache-method, default the first
+   method declared quick that trains on features; class prompts through the text encoder, then
    the image features) over ``--images`` synthetic JPEG files on disk at a
    real architecture's shapes (random weights, ``--classes`` classes), timed
    with the cache off, cold (empty folder: decode, encode, write) and warm (a
    fresh cache object reading the stores back).
-2. FEATURE_CACHE.TRAIN_VIEWS at the same shapes: one training epoch (CoOp,
+2. FEATURE_CACHE.TRAIN_VIEWS at the same shapes: one training epoch (that method,
    ``--train-images`` images of ``--train-classes`` classes, random crops and
    flips) on images, the encoding of ``--train-views`` views, and one epoch
    on those views; the cost of E epochs either way follows from these.
@@ -34,16 +35,20 @@ from types import SimpleNamespace
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-GRID_CONFIGS = {
-    "ZeroshotCLIP": "configs/trainers/ZeroshotCLIP/tiny_vit.yaml",
-    "LinearProbeCLIP": "configs/trainers/LinearProbeCLIP/tiny_vit.yaml",
-    "CoOp": "configs/trainers/CoOp/tiny_vit_ep10.yaml",
-    "CoCoOp": "configs/trainers/CoCoOp/tiny_vit_c4_ep10_batch1_ctxv1.yaml",
-    "CoOpMT": "configs/trainers/CoOpMT/tiny_vit_ep10.yaml",
-    "SoftCPT": "configs/trainers/SoftCPT/tiny_vit_ep10.yaml",
-    "KgCoOp": "configs/trainers/KgCoOp/tiny_vit_ep10.yaml",
-    "DualViewMI": "configs/trainers/DualViewMI/tiny_vit_ep10.yaml",
-}
+
+
+def cache_method(args):
+    """The method timed in passes 1 and 2: --cache-method, else the first method
+    declared quick that trains on (cached) features."""
+    from toolbox.engine import TRAINER_REGISTRY
+    from toolbox.methods import load_methods
+
+    if args.cache_method:
+        return args.cache_method
+    for name, m in load_methods().items():
+        if m.quick and TRAINER_REGISTRY.get(m.trainer).trains_on_features():
+            return name
+    raise SystemExit("error: no quick method trains on cached features; give --cache-method")
 
 
 def write_images(folder, n_images, n_classes, size=256, seed=0):
@@ -68,7 +73,8 @@ def write_images(folder, n_images, n_classes, size=256, seed=0):
 
 def bench_trainer(args, work, n_classes, test_items, train_items=(), train_views=0,
                   name="eval"):
-    """A CoOp trainer around the backbone (registry, seeded random weights: its
+    """A trainer of the cache bench's method around the backbone (registry, seeded
+    random weights: its
     identity is the hash of those weights) over image files on disk, one task."""
     from toolbox.data.data_manager import build_data_loader
     from toolbox.data.tasks import TaskInfo
@@ -78,7 +84,8 @@ def bench_trainer(args, work, n_classes, test_items, train_items=(), train_views
     from tools.bench import bench_cfg
 
     task = TaskInfo(name="bench", classnames=[f"object {c}" for c in range(n_classes)])
-    cfg = bench_cfg("CoOp", args)
+    method = cache_method(args)
+    cfg = bench_cfg(method, args)
     cfg.defrost()
     cfg.INPUT.TRANSFORMS = ("random_resized_crop", "random_flip", "normalize")
     cfg.DATALOADER.TEST.BATCH_SIZE = args.eval_batch
@@ -88,10 +95,9 @@ def bench_trainer(args, work, n_classes, test_items, train_items=(), train_views
     cfg.FEATURE_CACHE.DIR = osp.join(work, f"{name}_cache")
     cfg.FEATURE_CACHE.TRAIN_VIEWS = train_views
     cfg.SEED = 1
-    cfg.TRAINER.COOP.N_CTX = 4
     cfg.freeze()
 
-    class Bench(TRAINER_REGISTRY.get("CoOp")):
+    class Bench(TRAINER_REGISTRY.get(cfg.TRAINER.NAME)):
         def build_data_loader(self):
             tfm_test = build_transform(self.cfg, is_train=False)
             tfm_train = build_transform(self.cfg, is_train=True)
@@ -215,15 +221,20 @@ def grid(args, work):
     # the tiny CLIP of the demo configs, or a real architecture with random weights
     arch = [] if args.grid_arch == "tiny_vit" else \
         ["MODEL.BACKBONE.NAME", args.grid_arch, "MODEL.BACKBONE.PRETRAINED", "random"]
+    from tools.backbones import resolve_config
+    from tools.bench import method_setting
+
     commands = []
     for method in args.grid_methods:
+        _, _, setting = method_setting(method, "tiny_vit", tasks=1, shots=args.grid_shots)
+        _, config_file, _ = resolve_config(setting.trainer, setting.config)
         for seed in args.grid_seeds:
-            commands.append((method, seed, lambda out, *opts, m=method, s=seed: [
-                sys.executable, osp.join(ROOT, "train.py"), "--root", data, "--seed", str(s),
-                "--trainer", m, "--dataset-config-file",
+            commands.append((method, seed, lambda out, *opts, st=setting, cf=config_file, sd=seed: [
+                sys.executable, osp.join(ROOT, "train.py"), "--root", data, "--seed", str(sd),
+                "--trainer", st.trainer, "--dataset-config-file",
                 osp.join(ROOT, "configs/datasets/demo.yaml"),
-                "--config-file", osp.join(ROOT, GRID_CONFIGS[m]), "--output-dir", out,
-                "DATASET.NUM_SHOTS", str(args.grid_shots), *opts]))
+                "--config-file", cf, "--output-dir", out,
+                "DATASET.NUM_SHOTS", str(args.grid_shots), *st.opts, *opts]))
     # the few-shot draws and split files are written by an untimed first run (on the
     # tiny CLIP: they do not depend on the backbone)
     for method, seed, cmd in commands:
@@ -281,7 +292,8 @@ def cache_bench(args):
                   f"same accuracy off/cold/warm: {e['same_accuracy']}")
         if args.train_views > 0:
             t = train_views(args, work)
-            print(f"Training views: CoOp, {args.train_images} images of {args.train_classes} "
+            print(f"Training views: {cache_method(args)}, {args.train_images} images of "
+                  f"{args.train_classes} "
                   f"classes, batch {args.train_batch}, random crop + flip, "
                   f"FEATURE_CACHE.TRAIN_VIEWS {args.train_views}")
             rows = [["one epoch on images", f"{t['on_images']:.2f}"],

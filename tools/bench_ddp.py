@@ -1,9 +1,10 @@
 """``tools/bench.py --mode ddp-text``: what splitting the class prompts over DDP ranks
 gives on the text side of a training step.
 
-For each method (CoOp, SoftCPT) on synthetic tasks at a registered architecture's
-shapes (random weights; ``--tasks`` x ``--classes`` classes, e.g. 1 x 1000 for an
-ImageNet-sized CoOp, 44 x 36 = 1,584 for a FewShot-44-sized SoftCPT), three settings
+For each method of ``--methods`` (registered methods that encode class prompts per
+step) on synthetic tasks at a registered architecture's shapes (random weights;
+``--tasks`` x ``--classes`` classes, e.g. 1 x 1000 for an ImageNet-sized single task,
+44 x 36 = 1,584 for a FewShot-44-sized suite), three settings
 are timed side by side, in rounds (A B C, A B C, ...) so that a change of machine load
 hits all of them:
 

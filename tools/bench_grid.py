@@ -40,10 +40,11 @@ def grid_bench(args):
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-grid-")
     os.makedirs(work, exist_ok=True)
     data = osp.join(work, "data")
-    from tools.grid import METHODS
+    from toolbox.methods import load_methods
 
-    by_trainer = {m.trainer.lower(): name for name, m in METHODS.items()}
-    methods = [m.lower() if m.lower() in METHODS else by_trainer.get(m.lower(), m)
+    registry = load_methods()
+    by_trainer = {m.trainer.lower(): name for name, m in registry.items()}
+    methods = [m.lower() if m.lower() in registry else by_trainer.get(m.lower(), m)
                for m in args.grid_methods]
     k = args.workers
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
@@ -55,7 +56,7 @@ def grid_bench(args):
     # the split file and few-shot draws are written by an untimed first grid
     warm = osp.join(work, "warmup")
     os.makedirs(warm, exist_ok=True)
-    subprocess.run([sys.executable, osp.join(ROOT, "tools", "grid.py"), "--methods", "coop",
+    subprocess.run([sys.executable, osp.join(ROOT, "tools", "grid.py"), "--methods", methods[0],
                     *spec[len(methods) + 1:], "OPTIM.MAX_EPOCH", "1"], cwd=warm, env=env,
                    capture_output=True, check=True)
     load_before = os.getloadavg()[0]

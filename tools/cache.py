@@ -6,10 +6,11 @@
     python tools/cache.py prune --root $DATA --older-than 30
     python tools/cache.py precompute --root $DATA \\
         --dataset-config-file configs/datasets/general10.yaml \\
-        --config-file configs/trainers/CoOp/vit_b16_ep50.yaml --splits test,val
+        --config-file configs/trainers/<Trainer>/vit_b16_ep50.yaml --splits test,val
 
-``precompute`` builds a trainer (ZeroshotCLIP unless --trainer says
-otherwise) from the configs, so its features carry exactly the keys later
+``precompute`` builds a trainer (by default the first registered method that
+trains nothing and whose image encoder is frozen: the zero-shot baseline; or
+--trainer) from the configs, so its features carry exactly the keys later
 runs with the same backbone, input settings and precision look up; training
 features of a few-shot draw need ``--splits train`` and DATASET.NUM_SHOTS /
 --seed as the runs use. ``prune`` removes whole stores (files) and only
@@ -159,7 +160,7 @@ def cmd_precompute(args):
         raise UserError(f"--splits takes train, val and/or test, comma-separated; got "
                         f"'{args.splits}'")
 
-    argv = ["--root", args.root, "--trainer", args.trainer,
+    argv = ["--root", args.root, "--trainer", args.trainer or default_precompute_trainer(),
             "--dataset-config-file", args.dataset_config_file, "--seed", str(args.seed)]
     if args.config_file:
         argv += ["--config-file", args.config_file]
@@ -210,12 +211,26 @@ def get_parser():
     pre.add_argument("--dataset-config-file", required=True)
     pre.add_argument("--config-file", default="",
                      help="trainer config: backbone, INPUT.* and precision as the runs use")
-    pre.add_argument("--trainer", default="ZeroshotCLIP")
+    pre.add_argument("--trainer", default="", help="a trainer whose image encoder is frozen "
+                     "(default: the zero-shot method's)")
     pre.add_argument("--splits", default="test,val",
                      help="comma-separated: train,val,test (default test,val)")
     pre.add_argument("--seed", type=int, default=1, help="few-shot draw of --splits train")
     pre.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)")
     return p
+
+
+def default_precompute_trainer():
+    """The trainer of the first registered method that trains nothing and declares its
+    image encoder frozen (evaluation only: the cheapest way to fill the cache)."""
+    from toolbox.engine import TRAINER_REGISTRY
+    from toolbox.methods import image_encoder_of, load_methods
+
+    for m in load_methods().values():
+        if not m.trains and image_encoder_of(TRAINER_REGISTRY.get(m.trainer)).frozen_in_evaluation:
+            return m.trainer
+    raise UserError("no registered method trains nothing with a frozen image encoder; give "
+                    "--trainer")
 
 
 def main(argv=None):

@@ -1,7 +1,9 @@
 """Check that the data (and the backbone weights) a config needs are in place.
 
     python tools/check_data.py --root $DATA --dataset-config-file configs/datasets/fewshot44.yaml \
-        --config-file configs/trainers/SoftCPT/rn50_ep50.yaml [--verify-images] [--write-splits]
+        --config-file configs/trainers/<Trainer>/rn50_ep50.yaml [--verify-images] [--write-splits]
+    python tools/check_data.py --root $DATA --dataset-config-file configs/datasets/general10.yaml \
+        --method METHOD [--backbone rn50] [--shots 16]   # the weights its recipe needs
 
 Prints, per task, whether its data was found, the images per split (full
 splits, no few-shot draw) and the class count; then every missing path, once
@@ -45,6 +47,12 @@ def get_parser():
                    help="trainer config: also check the backbone weights it needs")
     p.add_argument("--backbone", default="",
                    help="check this backbone's weights (overrides the trainer config's)")
+    p.add_argument("--method", default="",
+                   help="METHOD[:VARIANT] (python tools/methods.py): check the weights of the "
+                   "trainer config its recipe picks for this dataset (and --backbone, --shots), "
+                   "as the grid and scripts/main.sh would run it")
+    p.add_argument("--shots", type=int, default=16, help="with --method: the shots of the runs "
+                   "(recipes may depend on them)")
     p.add_argument("--paths-only", action="store_true",
                    help="only check paths; do not read the found datasets to count images")
     p.add_argument("--verify-images", action="store_true",
@@ -151,9 +159,32 @@ def tasks_label(tasks):
     return tasks[0] if len(tasks) == 1 else f"{len(tasks)} tasks ({tasks[0]} ... {tasks[-1]})"
 
 
+def method_config(args):
+    """With --method: the trainer config (and backbone overrides) of its recipe for the
+    dataset config, as the grid would run it, put into ``args``."""
+    from tools.grid_plan import expand
+
+    dataset = osp.splitext(osp.basename(args.dataset_config_file))[0]
+    spec = dict(methods=[args.method], datasets=[dataset], shots=[str(args.shots)],
+                seeds=["1"])
+    if args.backbone:
+        spec["backbones"] = [args.backbone]
+    run = expand(spec)[0]
+    argv = run.argv
+    args.config_file = argv[argv.index("--config-file") + 1]
+    opts = argv[argv.index("DATASET.NUM_SHOTS") + 2:]
+    args.opts = [x for k, v in zip(opts[::2], opts[1::2]) if k.startswith("MODEL.BACKBONE.")
+                 for x in (k, v)] + list(args.opts or [])
+    args.backbone = ""  # now in the overrides, as the grid passes it
+    print(f"Method {args.method}: trainer config {osp.relpath(args.config_file, ROOT)}"
+          + (f" with {' '.join(args.opts)}" if args.opts else ""))
+
+
 def main(argv=None):
     args = get_parser().parse_args(argv)
     try:
+        if args.method:
+            method_config(args)
         cfg = setup_cfg(args)
         checks = check_data(cfg)
     except UserError as e:
@@ -212,7 +243,7 @@ def main(argv=None):
         for name, path in optional:
             print(f"  {name}: {path}")
     weights_ok = True
-    if args.config_file or args.backbone:
+    if args.config_file or args.backbone or args.method:
         weights_ok, line = backbone_report(cfg)
         print("\n" + line)
     n_ok = len(checks) - n_bad

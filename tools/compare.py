@@ -13,7 +13,6 @@ a dashed line in the plot.
 import argparse
 import csv
 import io
-import re
 import os.path as osp
 import sys
 from collections import OrderedDict
@@ -29,43 +28,23 @@ from toolbox.utils import atomic_write  # noqa: E402
 from tools.results_io import (describe, find_runs, fmt_mean_std, group_runs,  # noqa: E402
                               summarize, write_output)
 
-# The paper's names for the baselines.
-LABELS = {("CoOpMT", "shared"): "CoOp-MT", ("CoOpMT", "task"): "CoOp-CA",
-          ("CoOpMT", "class"): "CoOp-CS", ("ZeroshotCLIP", "task"): "ZS-CLIP",
-          ("LinearProbeCLIP", "logreg"): "LP-CLIP", ("CoCoOp", "nctx4_ctxv1"): "CoCoOp",
-          ("DualViewMI", "soft"): "DualViewMI", ("KgCoOp", "w8"): "KgCoOp"}
-COOP_VARIANT = re.compile(r"nctx(\d+)_csc(True|False)_ctp(end|middle|front)")
+# Labels, colours, order and the headline method come from the method declarations
+# (toolbox/methods.py, one in each trainer file); a trainer without one (a ported
+# upstream trainer) gets "<trainer> (<variant>)" in grey.
+MARKERS = "osD^vPXh<>p*"
+
+
+def declaration(trainer):
+    """The method declaration of ``trainer``, or None."""
+    from toolbox.methods import load_methods, method_of_trainer
+
+    load_methods()
+    return method_of_trainer(trainer)
 
 
 def method_label(trainer, variant):
-    if (trainer, variant) in LABELS:
-        return LABELS[(trainer, variant)]
-    if trainer == "SoftCPT":
-        return f"SoftCPT-{variant}"
-    if trainer == "CoOp" and COOP_VARIANT.fullmatch(variant):
-        return "CoOp"  # its context settings only where two CoOp variants meet (short_labels)
-    short = {"ZeroshotCLIP": "ZS-CLIP", "LinearProbeCLIP": "LP-CLIP"}.get(trainer, trainer)
-    return f"{short} ({variant})"
-
-
-def coop_detail(variant):
-    """'nctx16_cscTrue_ctpfront' -> '16 ctx, CSC, front'."""
-    nctx, csc, ctp = COOP_VARIANT.fullmatch(variant).groups()
-    return ", ".join([f"{nctx} ctx"] + ["CSC"] * (csc == "True") + [ctp] * (ctp != "end"))
-
-
-# One colour per method family (Okabe-Ito, safe for colour-blind readers), one
-# marker per variant in a family; the headline method is drawn boldest.
-OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9",
-             "bluish green": "#009E73", "yellow": "#F0E442", "blue": "#0072B2",
-             "vermillion": "#D55E00", "reddish purple": "#CC79A7", "grey": "#999999"}
-FAMILY_COLOURS = {"SoftCPT": "vermillion", "CoOp": "blue", "CoOpMT": "blue",
-                  "CoCoOp": "sky blue", "LinearProbeCLIP": "bluish green",
-                  "ZeroshotCLIP": "black", "DualViewMI": "reddish purple", "KgCoOp": "orange"}
-FAMILY_ORDER = ["SoftCPT", "DualViewMI", "KgCoOp", "CoOp", "CoOpMT", "CoCoOp",
-                "LinearProbeCLIP", "ZeroshotCLIP"]
-HEADLINE = "SoftCPT-NATA"
-MARKERS = "osD^vPXh<>p*"
+    m = declaration(trainer)
+    return m.table_label(variant) if m else f"{trainer} ({variant})"
 
 
 def uses_backbone(config, backbone):
@@ -114,18 +93,20 @@ class Method(OrderedDict):
 
 
 def short_labels(found):
-    """Labels for (trainer, variant, config) keys: the short label, plus CoOp's context
-    settings where CoOp variants meet and the config where one method ran under several."""
-    coop = {v for (_, v, _), m in found.items() if m.label == "CoOp"}
-    configs = {}
+    """Labels for (trainer, variant, config) keys: the short label; where variants of
+    one method share it (e.g. two context settings of one method), its declaration's detail of
+    each variant; where one method ran under several configs, the config too."""
+    variants, configs = {}, {}
     for (t, v, config), m in found.items():
+        variants.setdefault(m.label, set()).add((t, v))
         configs.setdefault(m.label, set()).add(config)
     labels = {}
     for key, m in found.items():
         name = m.label
-        if m.label == "CoOp" and len(coop) > 1:
-            name = f"CoOp ({coop_detail(m.variant)})"
-        if len(configs[m.label]) > 1:  # e.g. CoOp ep50 and ep200
+        decl = declaration(m.trainer)
+        if len(variants[m.label]) > 1 and decl is not None:
+            name = f"{name} ({decl.label_detail(m.variant)})"
+        if len(configs[m.label]) > 1:  # e.g. ep50 and ep200 of one method
             name = f"{name} [{key[2]}]"
         labels[key] = name
     return labels
@@ -247,18 +228,26 @@ def plot(methods, shots_list, path, title=""):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from toolbox.methods import OKABE_ITO
+
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    decls = {name: declaration(m.trainer) for name, m in methods.items()}
+
+    def is_headline(name):
+        d = decls[name]
+        return d is not None and d.headline and name == d.table_label(d.default_variant)
+
     order = sorted(methods.items(), key=lambda kv: (
-        FAMILY_ORDER.index(kv[1].trainer) if kv[1].trainer in FAMILY_ORDER else 99,
-        kv[0] != HEADLINE, kv[0]))
+        decls[kv[0]].order if decls[kv[0]] else 1000, not is_headline(kv[0]), kv[0]))
     variant_index = {}
-    headline = HEADLINE if HEADLINE in methods else next(
-        (n for n, m in order if m.trainer == "SoftCPT"), None)
+    headline = next((n for n, _ in order if is_headline(n)), None) or next(
+        (n for n, _ in order if decls[n] is not None and decls[n].headline), None)
     same_seeds = seeds_text(methods)
     handles = []
     for name, m in order:
-        colour = OKABE_ITO[FAMILY_COLOURS.get(m.trainer, "grey")]
-        family = "CoOp" if m.trainer == "CoOpMT" else m.trainer
+        decl = decls[name]
+        colour = OKABE_ITO[decl.colour if decl else "grey"]
+        family = decl.family_name if decl else m.trainer
         i = variant_index[family] = variant_index.get(family, -1) + 1
         n = "-".join(map(str, m.seeds))
         label = name if same_seeds else f"{name} ({n} seed{'s' * (n != '1')})"

@@ -7,7 +7,8 @@
 An experiment is a folder holding seed<S>/results.json runs (the layout of
 scripts/common.sh); "overall" is each run's unweighted mean over tasks,
 averaged over seeds. std is the population std over seeds (ddof 0, as
-CoOp's parse_test_res); --ddof 1 gives the sample std.
+the population std, as Dassl-based prompt-tuning papers report); --ddof 1 gives the
+sample std.
 """
 import argparse
 import csv
@@ -66,7 +67,7 @@ def get_parser():
     p.add_argument("--csv", help="also write the table as CSV (long format) to this file")
     p.add_argument("--json", help="also write the summaries as JSON to this file")
     p.add_argument("--ddof", type=int, default=0, choices=(0, 1),
-                   help="0: population std (CoOp's convention), 1: sample std")
+                   help="0: population std (the papers' convention), 1: sample std")
     p.add_argument("--format", default="github", help="tabulate table format")
     p.add_argument("--protocol", choices=("base2new", "xd", "dg"),
                    help="print a protocol table (tools/protocols.py) for DIR instead")

@@ -6,7 +6,7 @@
 
 Reads the layout written by scripts/protocols.sh. Figures are means over the
 seeds found; the harmonic mean of an average row is taken of the averaged
-base and new accuracies (as in the CoCoOp and KgCoOp papers).
+base and new accuracies (as the base-to-new papers report it).
 """
 import argparse
 import os.path as osp

@@ -1,23 +1,20 @@
-"""Reading and grouping results.json files (shared by parse_results.py and
-compare.py; protocol tables can build on the same functions).
+"""Finding, grouping and summarising results.json files (shared by
+parse_results.py, compare.py, protocols.py and the grid's tables).
 
-Layout written by scripts/common.sh:
+The layout and the results.json reader belong to toolbox/run_folder.py:
     <root>/<dataset>/<Trainer>/<config>_<shots>shots/<variant>/seed<S>/results.json
 A run folder is one seed; an experiment is the run folder's parent (all
 seeds of one setting). Figures are never parsed from logs.
 """
 import glob
-import json
 import math
 import os.path as osp
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from toolbox.errors import UserError
-
-SEED_DIR = re.compile(r"^seed(\d+)$")
-SETTING_DIR = re.compile(r"^(?P<config>.+)_(?P<shots>-?\d+)shots$")
+from toolbox.run_folder import (SEED_DIR, SETTING_DIR, describe, read_results,  # noqa: F401
+                                results_shape_problem)
 
 
 @dataclass
@@ -35,45 +32,6 @@ class Run:
         """OrderedDict task -> (metric, value) in the dataset's task order."""
         return OrderedDict((t["task"], (t["metric"], float(t["value"])))
                            for t in self.data.get("tasks", []))
-
-
-def read_results(path):
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {path} ({type(e).__name__}); delete the run folder and "
-                        "run it again") from None
-    problem = results_shape_problem(data)
-    if problem:
-        raise UserError(f"{path} is not a results.json written by train.py ({problem}); delete "
-                        "it and run again")
-    return data
-
-
-def _number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def results_shape_problem(data):
-    """What is wrong with the shape of a parsed results.json ('' if nothing):
-    an object with a number 'overall' and a list 'tasks' of objects with a
-    string 'task' and 'metric' and a number 'value'."""
-    if not isinstance(data, dict):
-        return f"a JSON {type(data).__name__}, not an object"
-    if "overall" not in data or "tasks" not in data:
-        return "no 'overall'/'tasks'"
-    if not _number(data["overall"]):
-        return "'overall' is not a number"
-    if not isinstance(data["tasks"], list):
-        return "'tasks' is not a list"
-    for t in data["tasks"]:
-        if not (isinstance(t, dict) and isinstance(t.get("task"), str)
-                and isinstance(t.get("metric"), str) and _number(t.get("value"))):
-            return "an entry of 'tasks' is not {task, metric, value}"
-    if "seed" in data and not isinstance(data["seed"], int):
-        return "'seed' is not an integer"
-    return ""
 
 
 def write_output(path, write, what="output"):
@@ -113,22 +71,8 @@ def group_runs(runs):
     return groups
 
 
-def describe(experiment):
-    """dataset, trainer, config, shots, variant of a standard experiment path
-    (None values where the path does not follow the layout)."""
-    parts = experiment.split(osp.sep)
-    info = dict(dataset=None, trainer=None, config=None, shots=None, variant=None)
-    if len(parts) >= 4:
-        match = SETTING_DIR.match(parts[-2])
-        if match:
-            info.update(dataset=osp.join(*parts[:-3]), trainer=parts[-3],
-                        config=match.group("config"), shots=int(match.group("shots")),
-                        variant=parts[-1])
-    return info
-
-
 def mean_std(values, ddof=0):
-    """Mean and standard deviation (ddof 0, as CoOp's parse_test_res)."""
+    """Mean and standard deviation (ddof 0, the population std, as Dassl-based prompt-tuning papers report)."""
     values = list(values)
     n = len(values)
     m = sum(values) / n

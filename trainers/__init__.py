@@ -1,13 +1,20 @@
-"""Trainers (one file per method). Importing this package registers them."""
-from . import coop, cocoop, zsclip
-from . import coop_mt, linear_probe, softcpt
-from . import dualviewmi, kgcoop
+"""Trainers (one file per method). Importing this package registers them.
 
-_MODULES = [coop, cocoop, zsclip, coop_mt, linear_probe, softcpt]
-_MODULES += [dualviewmi, kgcoop]
+Every module of this package is imported: a trainer file registers its trainer
+(``@TRAINER_REGISTRY.register()``), its method declaration (``@register_method``,
+toolbox/methods.py) and, with a module-level ``extend_cfg(cfg)``, its config group
+(TRAINER.<NAME>). Adding a method is adding its file: nothing here names one.
+"""
+import importlib
+import pkgutil
+
+_MODULES = [importlib.import_module(f"{__name__}.{info.name}")
+            for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)
+            if not info.name.startswith("_")]
 
 
 def extend_cfg(cfg):
     """Add every trainer's TRAINER.<NAME> config group."""
     for module in _MODULES:
-        module.extend_cfg(cfg)
+        if callable(getattr(module, "extend_cfg", None)):
+            module.extend_cfg(cfg)

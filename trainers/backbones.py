@@ -91,6 +91,13 @@ class Backbone:
     spec: dict = field(default_factory=dict)   # clip.model.CLIP arguments (openai, tiny)
 
     @property
+    def tiny(self):
+        """A tiny model for tests and the CPU demo (the tiny CLIPs, and OpenCLIP's
+        tiny-* architectures of trainers/open_clip_configs): the tiny recipes apply."""
+        return self.family == "tiny" or (self.family == "open_clip"
+                                         and self.arch.lower().startswith("tiny-"))
+
+    @property
     def needs_weights_choice(self):
         """open_clip entries need PRETRAINED or PATH; the others have defaults."""
         return self.family == "open_clip"

@@ -23,6 +23,7 @@ from toolbox.metrics.per_task import class_to_task, restrict_to_own_task
 from toolbox.engine import TrainerX
 from toolbox.engine import distributed as ddp
 from toolbox.errors import UserError, check_choice
+from toolbox.methods import image_encoder_of
 from toolbox.metrics import compute_accuracy
 from toolbox.optim import build_lr_scheduler, build_optimizer
 
@@ -38,10 +39,17 @@ class ClipTrainer(TrainerX):
     trains_on_images = True  # False: nothing is trained on images (zero-shot, linear probe)
 
     @classmethod
+    def image_encoder_contract(cls):
+        """The class's declared ImageEncoder (toolbox/methods.py); none: not frozen."""
+        return image_encoder_of(cls)
+
+    @classmethod
     def trains_on_features(cls):
         """True when training reads images only through ``forward_train``
-        marked ``accepts_features`` (so FEATURE_CACHE.TRAIN_VIEWS can feed it)."""
-        return (getattr(cls.forward_train, "accepts_features", False)
+        marked ``accepts_features`` (so FEATURE_CACHE.TRAIN_VIEWS can feed it),
+        and the class declares its image encoder frozen in training."""
+        return (cls.image_encoder_contract().frozen_in_training
+                and getattr(cls.forward_train, "accepts_features", False)
                 and cls.forward_backward is ClipTrainer.forward_backward
                 and cls.run_epoch is ClipTrainer.run_epoch)
 
@@ -53,9 +61,11 @@ class ClipTrainer(TrainerX):
             print(f"Note: FEATURE_CACHE.TRAIN_VIEWS has no effect on {type(self).__name__} "
                   "(it trains nothing on images)")
         elif views > 0 and not self.trains_on_features():
+            why = ("its image encoder is not declared frozen in training"
+                   if not self.image_encoder_contract().frozen_in_training else
+                   "no forward_train marked accepts_features")
             raise UserError(f"FEATURE_CACHE.TRAIN_VIEWS {views}: {type(self).__name__} trains on "
-                            "images itself (no forward_train marked accepts_features); set "
-                            "FEATURE_CACHE.TRAIN_VIEWS 0")
+                            f"images itself ({why}); set FEATURE_CACHE.TRAIN_VIEWS 0")
         elif views > 0 and cfg.SEED < 0:
             raise UserError(f"FEATURE_CACHE.TRAIN_VIEWS {views} needs a fixed seed (--seed 0 or "
                             "more): the views are drawn with it")
@@ -67,6 +77,23 @@ class ClipTrainer(TrainerX):
         self._train_views = None  # (views, items, dim) features, FEATURE_CACHE.TRAIN_VIEWS
         self.cfg = cfg
         super().__init__(cfg)
+        self.check_image_encoder_contract()
+
+    def check_image_encoder_contract(self):
+        """A trainer declared frozen in training must not train its image encoder: the
+        feature cache would then serve stale features (toolbox/methods.py)."""
+        visual = getattr(getattr(self, "clip_model", None), "visual", None)
+        if visual is None or not self.image_encoder_contract().frozen_in_training:
+            return
+        mine = {id(p) for p in visual.parameters()}
+        for name in self.get_model_names():
+            optim = self._optims.get(name)
+            params = [p for g in (optim.param_groups if optim else []) for p in g["params"]]
+            if any(id(p) in mine and p.requires_grad for p in params):
+                raise UserError(f"{type(self).__name__} declares its image encoder frozen in "
+                                f"training but its model '{name}' trains image-encoder "
+                                "weights; declare image_encoder = ImageEncoder(False, False) "
+                                "(toolbox/methods.py), so the feature cache is not used")
 
     @property
     def prec(self):
@@ -234,16 +261,23 @@ class ClipTrainer(TrainerX):
 
     @property
     def feature_cache(self):
+        """The FeatureCache, or None: disabled, or the class does not declare its
+        image encoder frozen in any phase (toolbox/methods.py ImageEncoder)."""
         if self._feature_cache is False:
-            self._feature_cache = build_cache(self)
+            contract = self.image_encoder_contract()
+            frozen = contract.frozen_in_training or contract.frozen_in_evaluation
+            self._feature_cache = build_cache(self) if frozen else None
         return self._feature_cache
 
     def cached_features(self, items, split, tfm=None, progress=False):
         """Frozen features (len(items), dim) float32 array of ``items`` (test-time
-        transform) through the feature cache; None when there is no cache.
+        transform) through the feature cache; None when there is no cache, or when
+        the image encoder is not declared frozen in the phase that reads ``split``
+        (the train split: training; val and test: evaluation).
         ``progress``: a progress bar over the images that must be encoded."""
+        phase = "train" if split == "train" else "eval"
         cache = self.feature_cache
-        if cache is None or not items:
+        if cache is None or not items or not self.image_encoder_contract().frozen(phase):
             return None
         tfm = self.dm.tfm_test if tfm is None else tfm
         names = [self.tasks[it.task].name for it in items]
@@ -267,6 +301,8 @@ class ClipTrainer(TrainerX):
         """Cached-feature batches standing in for ``loader``, or None."""
         if not getattr(type(self).model_inference, "accepts_features", False):
             return None  # an override that expects images (e.g. a ported trainer)
+        if not self.image_encoder_contract().frozen_in_evaluation:
+            return None  # the encoder it evaluates is not the frozen one the cache holds
         sampler = getattr(loader, "sampler", None)
         if not isinstance(sampler, torch.utils.data.SequentialSampler) or loader.batch_size is None:
             return None

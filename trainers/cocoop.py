@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
+from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
 from toolbox.metrics.per_task import own_task_scores
 
 from .base import ClipTrainer
@@ -46,6 +47,7 @@ class ConditionalPromptLearner(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class CoCoOp(ClipTrainer):
+    image_encoder = FROZEN_ENCODER  # frozen: the feature cache may serve both phases
     prec_key = "COCOOP"
 
     def build_model(self):
@@ -86,3 +88,14 @@ class CoCoOp(ClipTrainer):
             task = torch.zeros(image.size(0), dtype=torch.long, device=self.device)
         with self.autocast():
             return self.conditional_logits(self.image_features(image), task.to(self.device))
+
+
+@register_method
+class CoCoOpMethod(Method):
+    name, trainer, label, colour, order = "cocoop", "CoCoOp", "CoCoOp", "sky blue", 60
+    variants, default_variant = ("nctx4_ctxv1",), "nctx4_ctxv1"
+    protocols = ("fewshot", "base2new", "xd", "dg")
+    protocol_schedule = ("c4_ep10_batch1_ctxv1", "c4_ep10_batch1_ctxv1")
+
+    def setting(self, ctx, variant):
+        return Setting(self.trainer, f"{ctx.backbone}_c4_ep10_batch1_ctxv1", variant)

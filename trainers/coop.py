@@ -1,11 +1,15 @@
 """CoOp (Zhou et al., IJCV 2022): a learnable context shared by all classes
 (or one per class with CSC) in front of, around or after the class name."""
+import re
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
+from toolbox.errors import UserError
+from toolbox.methods import FROZEN_ENCODER, Method, Setting, recipe_value, register_method
 from toolbox.engine import distributed as ddp
 
 from .base import ClipTrainer
@@ -45,6 +49,7 @@ class PromptLearner(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class CoOp(ClipTrainer):
+    image_encoder = FROZEN_ENCODER  # frozen: the feature cache may serve both phases
     prec_key = "COOP"
 
     def build_model(self):
@@ -81,3 +86,82 @@ class CoOp(ClipTrainer):
 
     def class_text_features(self):
         return self.text_features()
+
+
+@register_method
+class CoOpMethod(Method):
+    """Variants: ``default`` (the recipe's context), or N_CTX[-CSC[-POSITION]] (e.g.
+    16-False-end; N_CTX 'default': the recipe's), or the folder name
+    nctx<N>_csc<CSC>_ctp<POSITION> itself."""
+    name, trainer, label, colour, order = "coop", "CoOp", "CoOp", "blue", 40
+    quick = True  # in the benches' default demo grids
+    default_variant = "default"
+    variant_help = ("default (the config's context), or N_CTX[-CSC[-CLASS_TOKEN_POSITION]] (e.g. "
+                    "16-False-end; N_CTX 'default': the config's) or nctx16_cscFalse_ctpend")
+    protocols = ("fewshot", "base2new", "xd", "dg")
+    protocol_schedule = ("ep50", "ep10")
+    script_args = ("N_CTX", "CSC", "CLASS_TOKEN_POSITION")
+    script_usage = ("[N_CTX] [CSC] [CLASS_TOKEN_POSITION]: e.g. 16 False end (a given N_CTX "
+                    "replaces the config's CTX_INIT words by a random init)")
+    FOLDER = re.compile(r"nctx(\d+)_csc(True|False)_ctp(end|middle|front)")
+
+    def parse_variant(self, variant):
+        """-> (n_ctx or None for the recipe's, csc, position)."""
+        if variant in ("", None, "default"):
+            return None, "False", "end"
+        m = self.FOLDER.fullmatch(variant)
+        parts = list(m.groups()) if m else variant.split("-")
+        bad = UserError(f"unknown variant '{variant}' of method coop; use {self.variant_help}")
+        if not (1 <= len(parts) <= 3) or not (parts[0].isdigit() or parts[0] == "default"):
+            raise bad
+        nctx, csc, ctp = (parts + ["False", "end"][len(parts) - 1:])[:3]
+        if csc not in ("True", "False") or ctp not in ("end", "middle", "front"):
+            raise bad
+        return (None if nctx == "default" else nctx), csc, ctp
+
+    def variant_from_args(self, args):
+        nctx, csc, ctp = (list(args) + [None, None, None])[:3]
+        if len(args) > 3:
+            raise UserError(f"coop takes at most {' '.join(self.script_args)} after BACKBONE")
+        if nctx:
+            return f"{nctx}-{csc or 'False'}-{ctp or 'end'}"
+        if csc or ctp:
+            return f"default-{csc or 'False'}-{ctp or 'end'}"
+        return "default"
+
+    def setting(self, ctx, variant):
+        nctx, csc, ctp = self.parse_variant(variant)
+        # CoOp's shot-dependent schedule on single datasets, 50 epochs on suites
+        # (SoftCPT's paper), 10 on the tiny backbones
+        if ctx.tiny:
+            config = f"{ctx.backbone}_ep10"
+        elif ctx.suite or ctx.shots <= 2:
+            config = f"{ctx.backbone}_ep50"
+        elif ctx.shots <= 8:
+            config = f"{ctx.backbone}_ep100"
+        else:
+            config = f"{ctx.backbone}_ep200"
+        # A recipe's CTX_INIT (else the dataset config's, the demo's digit words) fixes
+        # the context, unless N_CTX is given, which then wins with a random init; the
+        # variant folder says which it was.
+        ctx_init = recipe_value(self.trainer, config, "TRAINER.COOP.CTX_INIT")
+        if ctx_init is None:  # the trainer config wins where it sets one (merged last)
+            ctx_init = ctx.dataset_value("TRAINER.COOP.CTX_INIT", "")
+        if nctx is not None or not ctx_init:
+            nctx = nctx or "16"
+            opts = ["TRAINER.COOP.N_CTX", nctx, "TRAINER.COOP.CTX_INIT", ""]
+        else:
+            nctx, opts = str(len(str(ctx_init).split())), []
+        opts += ["TRAINER.COOP.CSC", csc, "TRAINER.COOP.CLASS_TOKEN_POSITION", ctp]
+        return Setting(self.trainer, config, f"nctx{nctx}_csc{csc}_ctp{ctp}", opts)
+
+    def table_label(self, variant, config=""):
+        return self.label if self.FOLDER.fullmatch(variant) else f"{self.label} ({variant})"
+
+    def label_detail(self, variant):
+        """'nctx16_cscTrue_ctpfront' -> '16 ctx, CSC, front'."""
+        m = self.FOLDER.fullmatch(variant)
+        if not m:
+            return variant
+        nctx, csc, ctp = m.groups()
+        return ", ".join([f"{nctx} ctx"] + ["CSC"] * (csc == "True") + [ctp] * (ctp != "end"))

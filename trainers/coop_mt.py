@@ -13,6 +13,7 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
+from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
 from toolbox.errors import check_choice
 
 from .clip_model import TextEncoder
@@ -57,6 +58,7 @@ class MultiTaskPromptLearner(PromptLearner):
 
 @TRAINER_REGISTRY.register()
 class CoOpMT(CoOp):
+    image_encoder = FROZEN_ENCODER  # frozen: the feature cache may serve both phases
     prec_key = "COOP_MT"
 
     def check_cfg(self, cfg):
@@ -75,3 +77,18 @@ class CoOpMT(CoOp):
 
     def results_extra(self):
         return {"variant": self.cfg.TRAINER.COOP_MT.MODE}
+
+
+@register_method
+class CoOpMTMethod(Method):
+    name, trainer, label, colour, order = "coop_mt", "CoOpMT", "CoOp-MT", "blue", 50
+    family = "CoOp"  # CoOp's colour; its own marker per variant
+    variants, default_variant = MODES, "task"
+    variant_labels = {"shared": "CoOp-MT", "task": "CoOp-CA", "class": "CoOp-CS"}
+    comparison_variants = ("shared", "task", "class")
+    variants_env = ("COOP_MT_MODES",)  # compare_all.sh's older name for COOP_MT_VARIANTS
+    multi_task = True
+
+    def setting(self, ctx, variant):
+        return Setting(self.trainer, self.schedule(ctx, "ep50"), variant,
+                       ["TRAINER.COOP_MT.MODE", variant])

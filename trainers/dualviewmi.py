@@ -20,6 +20,7 @@ from yacs.config import CfgNode as CN
 
 from toolbox.data.data_manager import build_data_loader
 from toolbox.engine import TRAINER_REGISTRY
+from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
 from toolbox.errors import UserError, check_choice
 
 from .class_augment import AUG_MODES, PARTNER_SOURCES, ClassAugment
@@ -68,6 +69,7 @@ def fuse(soft, hand, weight):
 
 @TRAINER_REGISTRY.register()
 class DualViewMI(TwoViewCoOp):
+    image_encoder = FROZEN_ENCODER  # frozen: the feature cache may serve both phases
     prec_key = "DUALVIEWMI"
 
     def check_cfg(self, cfg):
@@ -220,3 +222,16 @@ class DualViewMI(TwoViewCoOp):
         if self.node.INFERENCE == "fused":
             return fuse(soft, self.hand_text, self.node.FUSE_WEIGHT)
         return soft
+
+
+@register_method
+class DualViewMIMethod(Method):
+    name, trainer, label, colour, order = "dualviewmi", "DualViewMI", "DualViewMI", \
+        "reddish purple", 20
+    variants, default_variant = ("soft", "fused"), "soft"
+    protocols = ("fewshot", "base2new", "xd", "dg")
+    protocol_schedule = ("ep10_batch4", "ep10")
+
+    def setting(self, ctx, variant):
+        return Setting(self.trainer, self.schedule(ctx, "ep10_batch4"), variant,
+                       ["TRAINER.DUALVIEWMI.INFERENCE", variant])

@@ -1,9 +1,12 @@
 """KgCoOp (Yao et al., CVPR 2023): CoOp plus a penalty keeping each class's
 soft-prompt feature close to its hand-crafted feature; here also the
 ablation of DualViewMI's mutual-information term."""
+import re
+
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
+from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
 from toolbox.errors import UserError
 
 from .feature_cache import accepts_features
@@ -23,6 +26,7 @@ def knowledge_distance(soft, hand):
 
 @TRAINER_REGISTRY.register()
 class KgCoOp(TwoViewCoOp):
+    image_encoder = FROZEN_ENCODER  # frozen: the feature cache may serve both phases
     prec_key = "KGCOOP"
 
     def check_cfg(self, cfg):
@@ -38,3 +42,32 @@ class KgCoOp(TwoViewCoOp):
         ce, logits, target = self.task_loss(logits, label, task, classes)
         kg = knowledge_distance(soft, self.hand_text[classes])
         return ce + self.node.W * kg, logits, target, {"ce": ce, "kg": kg}
+
+
+@register_method
+class KgCoOpMethod(Method):
+    name, trainer, label, colour, order = "kgcoop", "KgCoOp", "KgCoOp", "orange", 30
+    default_variant = "w8"
+    variant_help = "w<W>: the weight of the knowledge-guided term, e.g. w8"
+    script_args = ("W",)
+    script_usage = "[W]: the weight of the knowledge-guided term (default 8)"
+    protocols = ("fewshot", "base2new", "xd", "dg")
+    protocol_schedule = ("ep10_batch4", "ep10")
+
+    def parse_variant(self, variant):
+        variant = variant or self.default_variant
+        if not re.fullmatch(r"w\d+(\.\d+)?", variant):
+            raise UserError(f"unknown variant '{variant}' of method kgcoop; use "
+                            f"{self.variant_help}")
+        return variant
+
+    def variant_from_args(self, args):
+        """scripts/main.sh kgcoop DATASET SHOTS [BACKBONE] [W]: W a number (or w<W>)."""
+        variant = super().variant_from_args(args)
+        if not re.fullmatch(r"w?\d+(\.\d+)?", variant):
+            raise UserError(f"W must be a non-negative number, got '{variant}'")
+        return variant if variant.startswith("w") else f"w{variant}"
+
+    def setting(self, ctx, variant):
+        return Setting(self.trainer, self.schedule(ctx, "ep10_batch4"), variant,
+                       ["TRAINER.KGCOOP.W", str(float(variant[1:]))])

@@ -15,6 +15,7 @@ from yacs.config import CfgNode as CN
 
 from toolbox.data.data_manager import build_data_loader
 from toolbox.engine import TRAINER_REGISTRY
+from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
 from toolbox.errors import UserError
 from toolbox.metrics.per_task import task_metric  # noqa: F401  (also imported from here)
 from toolbox.utils import atomic_write, progress
@@ -71,6 +72,7 @@ def search_c(x_tr, y_tr, x_val, y_val, metric, cfg_lp):
 
 @TRAINER_REGISTRY.register()
 class LinearProbeCLIP(ClipTrainer):
+    image_encoder = FROZEN_ENCODER  # frozen: the feature cache may serve both phases
     prec_key = "LINEAR_PROBE"
     trains_on_images = False  # features of the test-time transform, not training views
 
@@ -228,3 +230,14 @@ class LinearProbeCLIP(ClipTrainer):
                 scores = feats @ w.t() + b
             out[:, c["classes"].to(self.device)] = torch.log_softmax(scores, dim=1)
         return out
+
+
+@register_method
+class LinearProbeMethod(Method):
+    name, trainer, label, colour, order = "linear_probe", "LinearProbeCLIP", "LP-CLIP", \
+        "bluish green", 70
+    quick = True  # in the benches' default demo grids
+    variants, default_variant = ("logreg",), "logreg"
+
+    def setting(self, ctx, variant):
+        return Setting(self.trainer, ctx.backbone, variant)

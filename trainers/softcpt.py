@@ -24,6 +24,7 @@ classes (each sample's softmax is over its own task), so they are not drawn
 (nor encoded) here.
 """
 import math
+import os
 import re
 
 import torch
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
+from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
 from toolbox.errors import UserError, check_choice
 
 from .base import ClipTrainer
@@ -215,6 +217,7 @@ class SoftPromptLearner(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class SoftCPT(ClipTrainer):
+    image_encoder = FROZEN_ENCODER  # frozen: the feature cache may serve both phases
     prec_key = "SOFTCPT"
 
     def check_cfg(self, cfg):
@@ -288,3 +291,50 @@ class SoftCPT(ClipTrainer):
         every = torch.arange(self.num_classes, device=self.device)
         return self.split_over_ranks(self.encode_classes, every, same_on_all_ranks=True,
                                      chunk=chunk)
+
+
+@register_method
+class SoftCPTMethod(Method):
+    """Variants: VARIANT or VARIANT_csr<RATE> (TRAINER.SOFTCPT.CLS_SAMPLE_RATE). The
+    default rate is 0.1 for the class-aware variants on general10 (upstream's README),
+    0 otherwise; the folder names the rate only when it is not the default."""
+    name, trainer, label, colour, order = "softcpt", "SoftCPT", "SoftCPT", "vermillion", 10
+    headline = True
+    variants, default_variant = ("NATA", "NATS", "CATA", "CSTA", "CATS", "CSTS"), "NATA"
+    multi_task = True
+    script_args = ("VARIANT",)
+    script_usage = ("[VARIANT]: NATA (default) NATS CATA CSTA CATS CSTS; CLS_SAMPLE_RATE=R "
+                    "in the environment sets the class sampling rate")
+    PATTERN = re.compile(r"(NATA|NATS|CATA|CSTA|CATS|CSTS)(?:_csr(0*\.[0-9]+|[01](?:\.0*)?))?")
+
+    def parse_variant(self, variant):
+        variant = variant or self.default_variant
+        m = self.PATTERN.fullmatch(variant)
+        if not m:
+            raise UserError(f"unknown variant '{variant}' of method softcpt; choose from "
+                            f"{', '.join(self.variants)}, optionally with _csr<RATE in [0, 1]> "
+                            "(class sampling rate)")
+        return m.groups()
+
+    def variant_from_args(self, args):
+        variant = super().variant_from_args(args)
+        rate = os.environ.get("CLS_SAMPLE_RATE", "")
+        if rate:
+            if not re.fullmatch(r"0*\.[0-9]+|[01](\.0*)?", rate):
+                raise UserError(f"CLS_SAMPLE_RATE must be a number in [0, 1], got '{rate}'")
+            variant = f"{variant}_csr{rate}"
+        return variant
+
+    def setting(self, ctx, variant):
+        name, rate = self.parse_variant(variant)
+        default = "0.1" if name[:2] in ("CA", "CS") and ctx.dataset == "general10" else "0.0"
+        rate = rate or default
+        if "." not in rate:
+            rate += ".0"  # the config key is a float
+        folder = name if float(rate) == float(default) else f"{name}_csr{rate}"
+        # The paper's 50 epochs for every shot count; the tiny demo backbones use 10.
+        return Setting(self.trainer, self.schedule(ctx, "ep50"), folder,
+                       ["TRAINER.SOFTCPT.VARIANT", name, "TRAINER.SOFTCPT.CLS_SAMPLE_RATE", rate])
+
+    def table_label(self, variant, config=""):
+        return f"SoftCPT-{variant}"

@@ -3,6 +3,7 @@ task's own templates, or an ensemble)."""
 from yacs.config import CfgNode as CN
 
 from toolbox.engine import TRAINER_REGISTRY
+from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
 from toolbox.errors import check_choice
 
 from .base import ClipTrainer
@@ -19,6 +20,7 @@ def extend_cfg(cfg):
 
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(ClipTrainer):
+    image_encoder = FROZEN_ENCODER  # frozen: the feature cache may serve both phases
     prec_key = "ZSCLIP"
     trains_on_images = False
 
@@ -40,3 +42,17 @@ class ZeroshotCLIP(ClipTrainer):
         """Nothing to train: evaluate and write results."""
         self.epoch = 0
         self.test()
+
+
+@register_method
+class ZeroshotCLIPMethod(Method):
+    name, trainer, label, colour, order = "zsclip", "ZeroshotCLIP", "ZS-CLIP", "black", 80
+    quick = True  # in the benches' default demo grids
+    variants = TEMPLATE_MODES
+    default_variant = "task"
+    trains = False  # nothing is trained: one seed unless asked (grid --zs-seeds)
+
+    def setting(self, ctx, variant):
+        # stored as 0 shots whatever the grid's shots are
+        return Setting(self.trainer, ctx.backbone, variant, ["TRAINER.ZSCLIP.TEMPLATES", variant],
+                       shots=0)

@@ -3,8 +3,7 @@
 # batch 1 as in CoCoOp's paper), seeds $SEEDS, through tools/grid.py.
 # usage: bash scripts/cocoop/main.sh DATASET SHOTS [BACKBONE]
 #   WORKERS / GPUS / EXECUTOR / OPTS as in scripts/common.sh.
+# (A thin wrapper of scripts/main.sh cocoop; the declaration is in trainers/cocoop.py.)
 source "$(dirname "$0")/../common.sh"
 [ $# -ge 2 ] || die "usage: bash scripts/cocoop/main.sh DATASET SHOTS [BACKBONE]"
-DATASET="$1"; SHOTS="$2"; check_shots "$SHOTS"
-BACKBONE="${3:-$(default_backbone "$DATASET")}"
-run_grid cocoop nctx4_ctxv1 "$DATASET" "$SHOTS" "$BACKBONE"
+exec bash "$REPO/scripts/main.sh" cocoop "$@"

@@ -1,7 +1,5 @@
 #!/usr/bin/env bash
-# CoCoOp in the generalisation protocols (scripts/protocols.sh): configs
-# configs/trainers/CoCoOp/<backbone>_c4_ep10_batch1_ctxv1.yaml (tiny_vit_c4_ep10_batch1_ctxv1.yaml on the demo).
-TRAINER=CoCoOp
-CFG_REAL=c4_ep10_batch1_ctxv1
-CFG_TINY=c4_ep10_batch1_ctxv1
+# cocoop in the generalisation protocols (scripts/protocols.sh): its trainer and
+# config schedule come from its declaration in trainers/cocoop.py.
+METHOD=cocoop
 source "$(dirname "${BASH_SOURCE[0]}")/../protocols.sh"

@@ -8,11 +8,7 @@
 # to 8, ep200 above), ep50 on suites (SoftCPT's setting), ep10 on the tiny backbones. A
 # config's CTX_INIT fixes the context (its words) unless N_CTX is given here, which then
 # wins with a random init; the variant folder nctx<N>_csc<CSC>_ctp<POS> says which it was.
+# (A thin wrapper of scripts/main.sh coop; the declaration is in trainers/coop.py.)
 source "$(dirname "$0")/../common.sh"
 [ $# -ge 2 ] || die "usage: bash scripts/coop/main.sh DATASET SHOTS [BACKBONE] [N_CTX] [CSC] [CLASS_TOKEN_POSITION]"
-DATASET="$1"; SHOTS="$2"; check_shots "$SHOTS"
-BACKBONE="${3:-$(default_backbone "$DATASET")}"
-if [ -n "${4:-}" ]; then VARIANT="$4-${5:-False}-${6:-end}"
-elif [ -n "${5:-}${6:-}" ]; then VARIANT="default-${5:-False}-${6:-end}"
-else VARIANT=default; fi
-run_grid coop "$VARIANT" "$DATASET" "$SHOTS" "$BACKBONE"
+exec bash "$REPO/scripts/main.sh" coop "$@"

@@ -4,13 +4,7 @@
 # usage: bash scripts/coop_mt/main.sh DATASET SHOTS [BACKBONE] [MODE]
 #   MODE: shared (CoOp-MT), task (CoOp-CA, default), class (CoOp-CS)
 #   WORKERS / GPUS / EXECUTOR / OPTS as in scripts/common.sh.
+# (A thin wrapper of scripts/main.sh coop_mt; the declaration is in trainers/coop_mt.py.)
 source "$(dirname "$0")/../common.sh"
 [ $# -ge 2 ] || die "usage: bash scripts/coop_mt/main.sh DATASET SHOTS [BACKBONE] [MODE]"
-DATASET="$1"; SHOTS="$2"; check_shots "$SHOTS"
-BACKBONE="${3:-$(default_backbone "$DATASET")}"
-MODE="${4:-task}"
-case "$MODE" in
-    shared|task|class) ;;
-    *) die "MODE must be shared, task or class, got '$MODE'" ;;
-esac
-run_grid coop_mt "$MODE" "$DATASET" "$SHOTS" "$BACKBONE"
+exec bash "$REPO/scripts/main.sh" coop_mt "$@"

@@ -5,11 +5,7 @@
 # usage: bash scripts/dualviewmi/main.sh DATASET SHOTS [BACKBONE] [INFERENCE]
 #   INFERENCE: soft (default; the soft prompts) or fused (soft + hand-crafted features)
 #   WORKERS / GPUS / EXECUTOR / OPTS as in scripts/common.sh.
+# (A thin wrapper of scripts/main.sh dualviewmi; the declaration is in trainers/dualviewmi.py.)
 source "$(dirname "$0")/../common.sh"
 [ $# -ge 2 ] || die "usage: bash scripts/dualviewmi/main.sh DATASET SHOTS [BACKBONE] [INFERENCE]"
-DATASET="$1"; SHOTS="$2"; check_shots "$SHOTS"
-BACKBONE="${3:-$(default_backbone "$DATASET")}"
-INFERENCE="${4:-soft}"
-case "$INFERENCE" in soft|fused) ;;
-    *) die "INFERENCE must be soft or fused, got '$INFERENCE'" ;; esac
-run_grid dualviewmi "$INFERENCE" "$DATASET" "$SHOTS" "$BACKBONE"
+exec bash "$REPO/scripts/main.sh" dualviewmi "$@"

@@ -5,10 +5,7 @@
 # usage: bash scripts/kgcoop/main.sh DATASET SHOTS [BACKBONE] [W]
 #   W: weight of the knowledge-guided term (default 8)
 #   WORKERS / GPUS / EXECUTOR / OPTS as in scripts/common.sh.
+# (A thin wrapper of scripts/main.sh kgcoop; the declaration is in trainers/kgcoop.py.)
 source "$(dirname "$0")/../common.sh"
 [ $# -ge 2 ] || die "usage: bash scripts/kgcoop/main.sh DATASET SHOTS [BACKBONE] [W]"
-DATASET="$1"; SHOTS="$2"; check_shots "$SHOTS"
-BACKBONE="${3:-$(default_backbone "$DATASET")}"
-W="${4:-8}"
-[[ "$W" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "W must be a non-negative number, got '$W'"
-run_grid kgcoop "w$W" "$DATASET" "$SHOTS" "$BACKBONE"
+exec bash "$REPO/scripts/main.sh" kgcoop "$@"

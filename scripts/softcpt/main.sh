@@ -10,18 +10,7 @@
 # variants (CA*, CS*) on general10, as upstream's README runs them; 0 (all
 # classes) otherwise. CLS_SAMPLE_RATE=R changes it; a rate other than this
 # default is named in the output folder (<variant>_csr<R>).
+# (A thin wrapper of scripts/main.sh softcpt; the method's declaration is in trainers/softcpt.py.)
 source "$(dirname "$0")/../common.sh"
 [ $# -ge 2 ] || die "usage: bash scripts/softcpt/main.sh DATASET SHOTS [BACKBONE] [VARIANT]"
-DATASET="$1"; SHOTS="$2"; check_shots "$SHOTS"
-BACKBONE="${3:-$(default_backbone "$DATASET")}"
-VARIANT="${4:-NATA}"
-case "$VARIANT" in
-    NATA|NATS|CATA|CSTA|CATS|CSTS) ;;
-    *) die "VARIANT must be one of NATA NATS CATA CSTA CATS CSTS, got '$VARIANT'" ;;
-esac
-if [ -n "${CLS_SAMPLE_RATE:-}" ]; then
-    [[ "$CLS_SAMPLE_RATE" =~ ^(0*\.[0-9]+|[01](\.0*)?)$ ]] ||
-        die "CLS_SAMPLE_RATE must be a number in [0, 1], got '$CLS_SAMPLE_RATE'"
-    VARIANT="${VARIANT}_csr${CLS_SAMPLE_RATE}"  # tools/grid.py: the folder names only a non-default rate
-fi
-run_grid softcpt "$VARIANT" "$DATASET" "$SHOTS" "$BACKBONE"
+exec bash "$REPO/scripts/main.sh" softcpt "$@"

@@ -21,7 +21,7 @@ class TaskInfo:
     metric: str = "accuracy"
     offset: int = 0
     templates: list = field(default_factory=lambda: ["a photo of a {}."])
-    # The words a learned prompt uses for the task (SoftCPT's task prompt);
+    # The words a learned prompt uses for the task (a task-conditioned method's task prompt);
     # "" = the name made readable ("OxfordPets" -> "oxford pets").
     prompt_name: str = ""
 

@@ -20,8 +20,8 @@ process group (NCCL on GPUs, gloo on CPU). The trainer uses the helpers below:
 - only rank 0 writes logs, TensorBoard scalars, checkpoints and results.json.
 
 Exactness holds for trainers whose training step draws no random numbers per sample
-(CoOp, CoCoOp, CoOpMT, SoftCPT without class sampling, KgCoOp); one that does (DualViewMI's
-mixup, SoftCPT's CLS_SAMPLE_RATE) draws them per rank, so it trains correctly but not
+(context tuning without class sampling, for one); one that does (mixup of features,
+sampled negative classes) draws them per rank, so it trains correctly but not
 bit-for-bit as one process.
 """
 import os

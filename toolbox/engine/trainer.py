@@ -6,159 +6,22 @@ epochs, logging, TensorBoard, atomic checkpoints with RNG state (so a resumed
 run continues exactly), best-val selection and per-task results.json.
 """
 import datetime
-import glob
-import os
 import os.path as osp
-import tempfile
 import time
 from collections import OrderedDict
 
 import numpy as np
 import torch
-from yacs.config import CfgNode as CN
 
-from ..config import config_diff, config_digest
+from ..config import config_digest
 from ..data import DataManager
 from ..errors import UserError
 from ..evaluation import build_evaluator
 from . import distributed as ddp
+from ..run_folder import remove_temp_files, saved_backbone, write_results
 from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
-                     mkdir_if_missing, progress, prune_checkpoints, read_json,
-                     save_checkpoint, set_rng_state, write_json)
-
-
-def find_checkpoints(directory):
-    """{model name: checkpoint file} for the ``<directory>/<model>/checkpoint``
-    pointers of a saved run (empty when it holds none)."""
-    out = {}
-    for ptr in sorted(glob.glob(osp.join(glob.escape(directory), "*", "checkpoint"))):
-        try:
-            with open(ptr) as f:
-                fname = f.readline().strip()
-        except OSError:
-            continue
-        if fname:
-            out[osp.basename(osp.dirname(ptr))] = osp.join(osp.dirname(ptr), fname)
-    return out
-
-
-def saved_run(directory):
-    """What ``directory`` holds of a run: dict(what, digest, config) read from
-    its newest checkpoint, else from its results.json; None if neither."""
-    for name, path in find_checkpoints(directory).items():
-        if osp.exists(path):
-            ckpt = load_checkpoint(path)
-            return dict(what=f"checkpoint {name}/{osp.basename(path)}",
-                        digest=ckpt.get("config_digest"), config=ckpt.get("config"))
-    results = osp.join(directory, "results.json")
-    if osp.exists(results):
-        try:
-            digest = read_json(results).get("config_digest")
-        except (OSError, ValueError, AttributeError):
-            digest = None
-        return dict(what="results.json", digest=digest, config=_config_of(directory, digest))
-    return None
-
-
-def _config_of(directory, digest):
-    """The config dump in ``directory``/config.yaml (written by the training
-    run) when it is the config of ``digest``, else None."""
-    path = osp.join(directory, "config.yaml")
-    if digest is None or not osp.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            text = f.read()
-        if config_digest(CN.load_cfg(text)) == digest:
-            return text
-    except Exception:  # an unreadable or foreign config.yaml names no keys
-        pass
-    return None
-
-
-def _saved_backbone(ckpt):
-    """MODEL.BACKBONE.NAME of the config a checkpoint records (None if none)."""
-    try:
-        return CN.load_cfg(ckpt["config"]).MODEL.BACKBONE.NAME or None
-    except Exception:  # no config recorded (older checkpoints) or an unreadable one
-        return None
-
-
-def _differences(saved, cfg):
-    """'KEY A there, B here; ...' for up to 4 keys where the saved run's
-    config differs from ``cfg``; '' when the saved config is unknown."""
-    diff = config_diff(saved["config"], cfg) if saved.get("config") else []
-    shown = "; ".join(f"{k} {a} there, {b} here" for k, a, b in diff[:4])
-    return shown + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
-
-
-def check_run_folder(cfg, eval_only=False, bare_resume=False):
-    """Refuse, before anything is written, a run that would mix with another.
-
-    The output folder must be writable and must not hold another config's run
-    (checkpoints or results.json with another config digest): training there
-    would resume that run, or write its results under this config's labels.
-    With RESUME, the folder to resume from must exist, hold checkpoints, and
-    those must have been written with this config (up to the keys that
-    ``config_digest`` leaves out). A bare ``--resume`` (``bare_resume``: no
-    folder given, so the output folder) of a run stopped before its first
-    checkpoint starts from scratch; a folder given explicitly must hold
-    checkpoints, even when it is the output folder.
-    """
-    out = cfg.OUTPUT_DIR
-    digest = config_digest(cfg)
-    resume = "" if eval_only else cfg.RESUME
-    own = bool(resume) and osp.abspath(resume) == osp.abspath(out)
-    checked = False  # the output folder's checkpoints checked as the folder to resume
-    if resume and own and bare_resume and not find_checkpoints(resume):
-        # a bare --resume of a run stopped before its first checkpoint (tools/grid.py)
-        print(f"Nothing to resume in {out} (no checkpoint yet): training from scratch")
-    elif resume:
-        if not osp.isdir(resume):
-            raise UserError(f"--resume: folder not found: {resume}; give the output folder of "
-                            "the run to continue, or drop --resume to train from scratch")
-        if not find_checkpoints(resume):
-            raise UserError(f"--resume: no checkpoint in {resume} (no <model>/checkpoint file); "
-                            "drop --resume to train from scratch")
-        saved = saved_run(resume)
-        if saved["digest"] is None:
-            print(f"Note: the checkpoints in {resume} do not record their config; resuming as "
-                  "asked")
-        elif saved["digest"] != digest:
-            diff = _differences(saved, cfg)
-            raise UserError(f"--resume {resume}: its checkpoints were written with another "
-                            f"config{f' ({diff})' if diff else ''}; resume with the config it was "
-                            "trained with, or drop --resume and give a new --output-dir")
-        checked = own
-    saved = None if checked else saved_run(out)
-    if saved is not None and saved["digest"] != digest:
-        what = ("a run whose config is not recorded" if saved["digest"] is None
-                else "a run of another config")
-        diff = _differences(saved, cfg)
-        raise UserError(f"output folder {out} holds {what} ({saved['what']}"
-                        f"{': ' + diff if diff else ''}); pass a new --output-dir, or continue that "
-                        f"run with its own config and --resume {out}")
-    try:
-        mkdir_if_missing(out)
-        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=out)
-        os.close(fd)
-        if osp.exists(probe):  # (another DDP rank may have cleaned it up already)
-            os.remove(probe)
-    except OSError as e:
-        raise UserError(f"cannot write to output folder {out} ({e.strerror or type(e).__name__}); "
-                        "choose a writable --output-dir") from None
-
-
-def remove_temp_files(directory):
-    """Delete ``.tmp-*`` files (atomic writes a crash interrupted) in a run's
-    folder and its model folders."""
-    pattern = osp.join(glob.escape(directory), ".tmp-*")
-    for path in glob.glob(pattern) + glob.glob(osp.join(glob.escape(directory), "*", ".tmp-*")):
-        try:
-            os.remove(path)
-            print(f"Removed {path} (left by an interrupted run)")
-        except OSError:
-            pass
+                     mkdir_if_missing, progress, prune_checkpoints, save_checkpoint,
+                     set_rng_state)
 
 
 class TrainerBase:
@@ -322,7 +185,7 @@ class TrainerBase:
             raise UserError(f"{path} was saved by trainer {theirs}, but this run's trainer is "
                             f"{mine}; load it with --trainer {theirs} and the config it was "
                             f"trained with, or point --model-dir/--resume at a {mine} run")
-        theirs_bb, mine_bb = _saved_backbone(ckpt), (cfg.MODEL.BACKBONE.NAME if cfg else None)
+        theirs_bb, mine_bb = saved_backbone(ckpt), (cfg.MODEL.BACKBONE.NAME if cfg else None)
         if theirs_bb and mine_bb and theirs_bb != mine_bb:
             # prompts live in one text encoder's embedding space: same shapes, meaningless
             raise UserError(f"{path} was trained on backbone {theirs_bb}, but this run's backbone "
@@ -635,7 +498,7 @@ class SimpleTrainer(TrainerBase):
         variant = getattr(self, "results_extra", None)
         if callable(variant):
             out.update(variant())
-        write_json(out, osp.join(self.output_dir, "results.json"))
+        write_results(self.output_dir, out)
 
     def parse_batch_test(self, batch):
         input = batch["img"].to(self.device)

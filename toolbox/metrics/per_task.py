@@ -69,7 +69,7 @@ def mask_to_own_task(logits, task_ids, tasks):
 
 def own_task_scores(score_fn, task_ids, tasks, num_classes, like):
     """Scores (batch, num_classes) of a model that scores each sample against
-    its own task's classes only (e.g. CoCoOp's image-conditioned prompts):
+    its own task's classes only (e.g. image-conditioned prompts):
     row i holds ``score_fn(i, classes)`` (a (len(classes),) tensor) at the
     global labels ``classes`` of sample i's task and -inf elsewhere, the same
     as scoring every class and calling ``restrict_to_own_task``. ``like``: a

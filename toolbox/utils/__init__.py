@@ -5,9 +5,23 @@ from .tools import (
 )
 from .logger import setup_logger
 from .progress import progress
-from .meters import AverageMeter, MetricMeter
-from .torchtools import (
-    save_checkpoint, load_checkpoint, prune_checkpoints, resume_from_checkpoint,
-    load_pretrained_weights, count_num_param,
-)
 from .registry import Registry
+
+# Names that need torch are imported on first use: tools that only read result files
+# (compare, grid planning, --help) start without importing torch.
+_LAZY = {
+    "AverageMeter": "meters", "MetricMeter": "meters",
+    "save_checkpoint": "torchtools", "load_checkpoint": "torchtools",
+    "prune_checkpoints": "torchtools", "resume_from_checkpoint": "torchtools",
+    "load_pretrained_weights": "torchtools", "count_num_param": "torchtools",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,6 @@ import tempfile
 import time
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..errors import UserError
@@ -108,6 +107,8 @@ def read_image(path):
 
 
 def set_random_seed(seed):
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -117,6 +118,8 @@ def set_random_seed(seed):
 
 def get_rng_state():
     """RNG states as plain python/tensor objects (loadable with weights_only)."""
+    import torch
+
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -130,6 +133,8 @@ def get_rng_state():
 
 
 def set_rng_state(state):
+    import torch
+
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
@@ -140,6 +145,8 @@ def set_rng_state(state):
 
 
 def collect_env_info():
+    import torch
+
     import platform
 
     import torchvision

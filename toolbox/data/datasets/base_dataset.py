@@ -241,7 +241,7 @@ class DatasetBase:
         warnings.warn(f"ignoring few-shot cache {fpath}: {problem}; drawing again")
         return None
 
-    # ---- CoOp split files ------------------------------------------------------
+    # ---- split files (split_zhou_<Name>.json) ------------------------------------------------------
 
     @staticmethod
     def _items_to_json(items, path_prefix):
@@ -260,13 +260,13 @@ class DatasetBase:
 
     @staticmethod
     def save_split(train, val, test, filepath, path_prefix):
-        """Write a CoOp-format split file atomically."""
+        """Write a split file (split_zhou_<Name>.json format) atomically."""
         split = {
             "train": DatasetBase._items_to_json(train, path_prefix),
             "val": DatasetBase._items_to_json(val, path_prefix),
             "test": DatasetBase._items_to_json(test, path_prefix),
             # label -> class name when the split was made: checked against the
-            # dataset code on every read (CoOp's readers ignore this key)
+            # dataset code on every read (upstream readers ignore this key)
             "classnames": DatasetBase.classnames_by_label(train + val + test),
         }
         big = sum(len(v) for v in split.values()) > 20000  # e.g. ImageNet: compact, 3x faster
@@ -281,7 +281,7 @@ class DatasetBase:
 
     @staticmethod
     def read_split(filepath, path_prefix):
-        """Read a CoOp ``split_zhou_<Name>.json`` file."""
+        """Read a ``split_zhou_<Name>.json`` split file."""
         print(f"Reading split from {filepath}")
         try:
             split = read_json(filepath)
@@ -294,7 +294,7 @@ class DatasetBase:
 
     @staticmethod
     def split_trainval(trainval, p_val=0.2, rng=None):
-        """Split per class into train and val (CoOp's 80/20 by default)."""
+        """Split per class into train and val (80/20 by default, as the upstream splits)."""
         rng = rng or random
         tracker = defaultdict(list)
         for idx, item in enumerate(trainval):
@@ -326,7 +326,7 @@ class DatasetBase:
     @staticmethod
     def subsample_classes(*args, subsample="all"):
         """Keep the base (first ceil(n/2) labels) or new (the rest) classes,
-        relabelled from 0, as CoOp does for base-to-new generalization."""
+        relabelled from 0, as upstream base-to-new generalization does."""
         check_choice("DATASET.SUBSAMPLE_CLASSES", subsample, ("all", "base", "new"))
         if subsample == "all":
             return args

@@ -1,7 +1,7 @@
 """TaskDataset: the common shape of a single-task adapter.
 
 An adapter sets ``dataset_dir`` / ``image_dir`` / ``split_file`` and either
-``make_split`` or ``read_items``; this class handles the CoOp split file (read
+``make_split`` or ``read_items``; this class handles the split file (read
 if present, else made once with a seeded RNG and saved), the cached few-shot
 draw per (shots, seed) and base/new class subsampling.
 """
@@ -40,7 +40,7 @@ class TaskDataset(DatasetBase):
     split_sources = ()  # paths under dataset_dir that make_split reads (only without a split file)
     num_classes_expected = None  # published class count; a mismatch is a UserError
     test_only = False  # evaluation-only set (e.g. ImageNet-V2): no train/val, no few-shot
-    val_is_test = False  # val is the test split (CoOp's ImageNet)
+    val_is_test = False  # val is the test split (ImageNet in the upstream splits)
     save_made_splits = True  # False: a split made here is not saved (tools/check_data.py)
 
     def __init__(self, cfg):
