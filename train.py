@@ -6,126 +6,28 @@
         --output-dir output/eurosat/<Trainer>/rn50_ep50_16shots/seed1 \
         DATASET.NUM_SHOTS 16
 """
-import argparse
 import os
 import sys
 import warnings
 
 import torch
 
-import yaml
-
 import datasets  # noqa: F401  (registers the datasets)
-import trainers
-from toolbox.config import check_cfg_values, get_cfg_default, warn_no_op_keys
+import trainers  # noqa: F401  (registers the trainers)
+from toolbox.config import canonical_backbone, warn_no_op_keys
+# the config pipeline (also used by the tools): train.setup_cfg stays importable
+from toolbox.config_pipeline import get_parser as _get_parser
+from toolbox.config_pipeline import reset_cfg, setup_cfg, split_resume  # noqa: F401
 from toolbox.data.datasets.check import require_data
 from toolbox.engine import build_trainer, distributed
+from toolbox.errors import UserError, one_line
 from toolbox.run_folder import LOCK, check_run_folder, lock_run_folder
-from toolbox.errors import UserError, one_line, yaml_error
 from toolbox.utils import atomic_write, collect_env_info, set_random_seed, setup_logger
-from trainers.backbones import fill_input_defaults, get_backbone
+from trainers.backbones import get_backbone
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--root", type=str, default="", help="path to the datasets ($DATA)")
-    p.add_argument("--output-dir", type=str, default="", help="output directory")
-    p.add_argument("--resume", type=str, nargs="?", const="__output_dir__", default="",
-                   help="resume from the last checkpoint in this folder (default: --output-dir)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="fixed seed (0 or more); -1 or none: unseeded (as SEED in the config)")
-    p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
-    p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
-    p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
-    p.add_argument("--config-file", type=str, default="", help="path to trainer config file")
-    p.add_argument("--dataset-config-file", type=str, default="", help="path to dataset config")
-    p.add_argument("--trainer", type=str, default="", help="name of trainer")
-    p.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
-    p.add_argument("--head", type=str, default="", help="name of head")
-    p.add_argument("--eval-only", action="store_true", help="evaluation only")
-    p.add_argument("--model-dir", type=str, default="", help="load model from this directory")
-    p.add_argument("--load-epoch", type=int, help="load model weights at this epoch")
-    p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
-    p.add_argument("--verbose", action="store_true",
-                   help="print the full config and system info (always in <output>/config.yaml)")
-    p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                   help="modify config options using the command-line (KEY VALUE ...)")
-    return p
-
-
-def reset_cfg(cfg, args):
-    if args.root:
-        cfg.DATASET.ROOT = args.root
-    if args.output_dir:
-        cfg.OUTPUT_DIR = args.output_dir
-    if args.resume:
-        cfg.RESUME = cfg.OUTPUT_DIR if args.resume == "__output_dir__" else args.resume
-    if args.seed is not None:
-        cfg.SEED = args.seed
-    if args.source_domains:
-        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
-    if args.target_domains:
-        cfg.DATASET.TARGET_DOMAINS = args.target_domains
-    if args.transforms:
-        cfg.INPUT.TRANSFORMS = args.transforms
-    if args.trainer:
-        cfg.TRAINER.NAME = args.trainer
-    if args.backbone:
-        cfg.MODEL.BACKBONE.NAME = args.backbone
-    if args.head:
-        cfg.MODEL.HEAD.NAME = args.head
-
-
-def _merge(what, fn):
-    """Run a yacs merge; turn its errors into one actionable line."""
-    try:
-        try:
-            fn()
-        except AssertionError as e:  # yacs reports unknown command-line keys this way
-            if "Non-existent key" not in str(e):
-                raise
-            raise KeyError(str(e).split("Non-existent key: ", 1)[1]) from None
-    except KeyError as e:
-        key = str(e).strip("'\"").replace("Non-existent config key: ", "")
-        raise UserError(f"unknown config key '{key}' in {what}; check its spelling against "
-                        "toolbox/config.py and the TRAINER groups in trainers/*.py") from None
-    except (ValueError, AssertionError, TypeError) as e:
-        raise UserError(f"bad config value in {what}: {one_line(e)}") from None
-    except FileNotFoundError as e:
-        raise UserError(f"config file not found: {e.filename}") from None
-    except yaml.YAMLError as e:  # malformed YAML: say where
-        raise yaml_error(what, e) from None
-
-
-def split_resume(args):
-    """``--resume`` takes an optional folder, so argparse reads the first
-    override key after a bare ``--resume`` as that folder: give it back."""
-    looks_like_key = (args.resume and args.resume != "__output_dir__"
-                      and not os.path.exists(args.resume)
-                      and "." in args.resume and args.resume.split(".")[0].isupper()
-                      and args.resume.replace(".", "").replace("_", "").isalnum())
-    if looks_like_key:
-        args.opts = [args.resume] + list(args.opts or [])
-        args.resume = "__output_dir__"
-    return args
-
-
-def setup_cfg(args):
-    cfg = get_cfg_default()
-    trainers.extend_cfg(cfg)
-    if args.dataset_config_file:
-        _merge(args.dataset_config_file, lambda: cfg.merge_from_file(args.dataset_config_file))
-    if args.config_file:
-        _merge(args.config_file, lambda: cfg.merge_from_file(args.config_file))
-    reset_cfg(cfg, args)
-    opts = list(args.opts or [])
-    if opts and opts[0] == "--":
-        opts = opts[1:]
-    _merge("the command-line options", lambda: cfg.merge_from_list(opts))
-    fill_input_defaults(cfg)  # canonical backbone name; INPUT defaults from the backbone
-    check_cfg_values(cfg)
-    cfg.freeze()
-    return cfg
+    return _get_parser(__doc__.split("\n")[0])
 
 
 def run_header(cfg, args):
@@ -134,7 +36,7 @@ def run_header(cfg, args):
     what = "evaluate" if args.eval_only else "train"
     out = cfg.OUTPUT_DIR or "(no output folder)"
     return (f"** {what} {cfg.TRAINER.NAME} on {cfg.DATASET.NAME}{tasks} | backbone "
-            f"{cfg.MODEL.BACKBONE.NAME} | {cfg.DATASET.NUM_SHOTS} shots | seed {cfg.SEED}\n"
+            f"{canonical_backbone(cfg)} | {cfg.DATASET.NUM_SHOTS} shots | seed {cfg.SEED}\n"
             f"** output {out}" + ("" if args.eval_only or not cfg.OUTPUT_DIR else
                                    " (config.yaml, log.txt, results.json)"))
 
@@ -197,7 +99,7 @@ class SetupFiles:
 
 
 def main(args):
-    cfg = setup_cfg(split_resume(args))
+    cfg = setup_cfg(args)  # (split_resume: a bare --resume gives back an override key)
     threads = tiny_cpu_threads(cfg)
     if threads:
         torch.set_num_threads(threads)

@@ -16,6 +16,7 @@ DATASET="$1"; SHOTS_LIST="$2"
 BACKBONE="${3:-$(default_backbone "$DATASET")}"
 for s in $SHOTS_LIST; do check_shots "$s"; done
 dataset_config "$DATASET" >/dev/null
+echo "Comparing ${METHODS:-the declared comparison} on $DATASET, shots $SHOTS_LIST, backbone $BACKBONE, seeds $SEEDS"
 
 # shellcheck disable=SC2086
 ENTRIES="$("$PYTHON" "$REPO/tools/methods.py" --comparison ${METHODS:-})" || exit 2

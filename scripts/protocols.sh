@@ -31,6 +31,7 @@ read -r -a EXTRA_OPTS <<< "${OPTS:-}"
 # its declaration (one error line when it does not declare the protocol).
 load_schedule() {
     [ -n "${METHOD:-}" ] || die "scripts/protocols.sh needs METHOD (a method name) set"
+    echo "$METHOD, $1 protocol: reading its recipe"
     local line
     line="$("$PYTHON" "$REPO/tools/methods.py" --protocol "$METHOD" "$1")" || exit 2
     IFS=$'\t' read -r TRAINER CFG_REAL CFG_TINY <<< "$line"

@@ -39,16 +39,15 @@ def demo_root(tmp_path_factory):
 
 
 def make_cfg(root, dataset_config=None, trainer_config=None, opts=()):
-    """A frozen config built exactly as train.py builds it."""
-    import train
+    """A frozen config built exactly as train.py builds it (toolbox/config_pipeline.py)."""
+    from toolbox.config_pipeline import cfg_from_argv
 
     argv = ["--root", str(root)]
     if dataset_config:
         argv += ["--dataset-config-file", osp.join(ROOT, dataset_config)]
     if trainer_config:
         argv += ["--config-file", osp.join(ROOT, trainer_config)]
-    args = train.get_parser().parse_args(argv + list(opts))
-    return train.setup_cfg(args)
+    return cfg_from_argv(argv + list(opts))
 
 
 def run_train(*argv, check=True, timeout=600, env=None, fresh=False):

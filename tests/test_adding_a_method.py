@@ -24,8 +24,12 @@ def doc_files():
 
 def copy_checkout(dest):
     """The project's files (no outputs, caches or virtual environments)."""
-    skip = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", "output", "data",
-                                  ".venv", "venv", "*.pyc")
+    anywhere = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", "*.pyc")
+
+    def skip(folder, names):
+        top = {"output", "data", ".venv", "venv"} if osp.samefile(folder, ROOT) else set()
+        return set(anywhere(folder, names)) | (top & set(names))
+
     shutil.copytree(ROOT, dest, ignore=skip)
 
 

@@ -69,12 +69,14 @@ def test_unknown_backbone_names_the_closest_match():
 
 def test_preprocessing_comes_from_the_backbone_unless_the_config_sets_it(demo_root):
     cfg = make_cfg(demo_root, "configs/datasets/demo.yaml", "configs/trainers/CoOp/rn50_ep50.yaml")
-    assert cfg.MODEL.BACKBONE.NAME == "rn50"
+    # clip's spelling (what upstream trainers look up in clip._MODELS); canonical elsewhere
+    assert cfg.MODEL.BACKBONE.NAME == "RN50" and canonical_name(cfg) == "rn50"
     assert tuple(cfg.INPUT.SIZE) == (224, 224) and cfg.INPUT.INTERPOLATION == "bicubic"
     assert cfg.INPUT.PIXEL_MEAN == pytest.approx([0.48145466, 0.4578275, 0.40821073])
     cfg = make_cfg(demo_root, "configs/datasets/demo.yaml", "configs/trainers/CoOp/rn50_ep50.yaml",
                    ["MODEL.BACKBONE.NAME", "ViT-L/14@336px", "INPUT.INTERPOLATION", "bilinear"])
-    assert cfg.MODEL.BACKBONE.NAME == "vit_l14_336" and tuple(cfg.INPUT.SIZE) == (336, 336)
+    assert cfg.MODEL.BACKBONE.NAME == "ViT-L/14@336px" and canonical_name(cfg) == "vit_l14_336"
+    assert tuple(cfg.INPUT.SIZE) == (336, 336)
     assert cfg.INPUT.INTERPOLATION == "bilinear"  # set by the user: kept
     cfg = make_cfg(demo_root, "configs/datasets/demo.yaml", "configs/trainers/CoOp/tiny_vit_ep10.yaml",
                    ["MODEL.BACKBONE.NAME", "open_clip:tiny-RN", "MODEL.BACKBONE.PRETRAINED", "random"])

@@ -3,11 +3,12 @@
 files (our own code, using only Dassl's public names), run by train.py."""
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_cfg, run_train
 
 DATASET_FILE = '''
 import os
@@ -142,3 +143,64 @@ def test_upstream_style_files_run_after_renaming_dassl(demo_root, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert evaluated["overall"] == results["overall"]
+
+
+def _losses(log):
+    return re.findall(r" loss ([0-9.]+) \(", log)
+
+
+def test_upstream_coop_style_trainer_finds_its_clip_and_matches_our_coop(demo_root, tmp_path):
+    """A CoOp written as CoOp's own file is (tests/data/upstream_style_coop.py: dassl.*,
+    ``clip._download(clip._MODELS[cfg.MODEL.BACKBONE.NAME])``, clip.build_model), ported
+    by the sed,
+    trains through train.py on the tiny CLIP and computes what our CoOp computes:
+    the same loss at every logged step and the same test accuracy."""
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    with open(os.path.join(ROOT, "tests", "data", "upstream_style_coop.py")) as f:
+        (plugin / "ported_coop.py").write_text(f.read())
+    subprocess.run(["sed", "-i", r"s/\bdassl\b/toolbox/g", str(plugin / "ported_coop.py")],
+                   check=True)
+    runner = plugin / "run.py"
+    runner.write_text(textwrap.dedent(RUNNER.format(root=ROOT, plugin=str(plugin)))
+                      .replace("import ported_dataset, ported_trainer", "import ported_coop"))
+    common = ["--root", demo_root, "--seed", "1",
+              "--dataset-config-file", os.path.join(ROOT, "configs/datasets/demo_digit.yaml"),
+              "--config-file", os.path.join(ROOT, "configs/trainers/CoOp/tiny_vit_ep10.yaml"),
+              "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "2", "TRAINER.COOP.PREC", "fp32",
+              "FEATURE_CACHE.ENABLED", "False"]
+    # clip._download(url) copies the weights into a clip cache of its own
+    env = dict(os.environ, CLIP_CACHE=str(tmp_path / "clip"))
+    ported = subprocess.run([sys.executable, str(runner), "--trainer", "UpstreamStyleCoOp",
+                             "--output-dir", str(tmp_path / "ported"), *common],
+                            cwd=ROOT, capture_output=True, text=True, env=env)
+    assert (tmp_path / "clip" / "tiny_vit.pt").is_file()
+    assert ported.returncode == 0, ported.stderr[-3000:]
+    ours = run_train("--trainer", "CoOp", "--output-dir", str(tmp_path / "ours"), *common)
+    theirs_res = json.loads((tmp_path / "ported" / "results.json").read_text())
+    ours_res = json.loads((tmp_path / "ours" / "results.json").read_text())
+    assert theirs_res["trainer"] == "UpstreamStyleCoOp" and theirs_res["backbone"] == "tiny_vit"
+    assert len(_losses(ported.stdout)) == 4 and _losses(ported.stdout) == _losses(ours.stdout)
+    assert theirs_res["overall"] == ours_res["overall"]
+    assert theirs_res["config_digest"] != ours_res["config_digest"]  # (another trainer)
+
+
+def test_openai_backbone_name_is_clips_own_spelling(demo_root):
+    """cfg.MODEL.BACKBONE.NAME is what upstream code looks up in clip._MODELS; folders,
+    results.json and the digest use the canonical name."""
+    from toolbox.config import canonical_backbone, config_digest
+    from trainers.backbones import canonical_name
+    from trainers.upstream_clip import clip_api as clip
+
+    for config, opts, name, canon in [("rn50_ep50", [], "RN50", "rn50"),
+                                      ("vit_b16_ep50", [], "ViT-B/16", "vit_b16"),
+                                      ("vit_b16_ep50", ["MODEL.BACKBONE.NAME", "vit_l14_336"],
+                                       "ViT-L/14@336px", "vit_l14_336")]:
+        cfg = make_cfg(demo_root, "configs/datasets/demo.yaml",
+                       f"configs/trainers/CoOp/{config}.yaml", opts)
+        assert cfg.MODEL.BACKBONE.NAME == name and name in clip._MODELS
+        assert canonical_name(cfg) == canonical_backbone(cfg) == canon
+        # the same run whichever spelling the command line used
+        again = make_cfg(demo_root, "configs/datasets/demo.yaml",
+                         f"configs/trainers/CoOp/{config}.yaml", ["MODEL.BACKBONE.NAME", name])
+        assert config_digest(again) == config_digest(cfg)

@@ -90,7 +90,7 @@ def test_two_process_gloo_run_equals_one_process(demo_root, tmp_path, method):
 def test_two_process_resume_is_exact(demo_root, tmp_path):
     """A DDP run cut after epoch 1 (its checkpoint then is all a crash leaves) and resumed
     with --resume ends as the uninterrupted one-process run."""
-    argv = args("CoOp", 3, "TRAIN.CHECKPOINT_FREQ", "1")
+    argv = args("CoOp", 3, "TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.CHECKPOINT_KEEP", "0")
     control, work = tmp_path / "control", tmp_path / "work"
     train(1, control, demo_root, *argv)
     train(2, work, demo_root, *argv)

@@ -487,7 +487,8 @@ def test_resume_is_exact_with_augmentation_state_and_critic(demo_root, tmp_path,
 
     opts = ("TRAINER.DUALVIEWMI.MI_ESTIMATOR", "critic", "TRAINER.DUALVIEWMI.AUG", aug,
             "TRAINER.DUALVIEWMI.AUG_PARTNERS", partners, "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
-            "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1", "TEST.NO_TEST", "True")
+            "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.CHECKPOINT_KEEP", "0",
+            "TEST.NO_TEST", "True")
 
     def run(out):
         set_random_seed(1)

@@ -38,7 +38,7 @@ def test_a_failed_runs_error_line_is_shown_with_two_workers(tmp_path, demo_root)
                 cwd=tmp_path, data=demo_root, check=False)
     assert proc.returncode == 1
     shown = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip().startswith("error: ")]
-    assert shown and "CLASS_TOKEN_POSITION" in shown[0], proc.stdout
+    assert shown and "class token position" in shown[0] and "bogus" in shown[0], proc.stdout
 
 
 def test_flags_that_would_be_ignored_are_refused(tmp_path, demo_root):

@@ -21,7 +21,7 @@ def coop_args(root, out, *extra):
             "--dataset-config-file", "configs/datasets/demo.yaml",
             "--config-file", "configs/trainers/CoOp/tiny_vit_ep10.yaml",
             "--output-dir", out, "DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", str(EPOCHS),
-            "TRAIN.CHECKPOINT_FREQ", "1", *extra]
+            "TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.CHECKPOINT_KEEP", "0", *extra]
 
 
 def epoch_losses(log):

@@ -135,7 +135,8 @@ def test_resumed_run_with_views_ends_bit_identical(demo_root, tmp_path):
         return ["--root", demo_root, "--seed", "1", "--trainer", "CoOp",
                 "--dataset-config-file", DEMO, "--config-file", COOP, "--output-dir", out,
                 "DATASET.NUM_SHOTS", "2", "DATASET.TASKS", "['DemoDigit']", "OPTIM.MAX_EPOCH",
-                "3", "OPTIM.LR", "0.01", "TRAIN.CHECKPOINT_FREQ", "1", "TEST.NO_TEST", "True",
+                "3", "OPTIM.LR", "0.01", "TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.CHECKPOINT_KEEP",
+                "0", "TEST.NO_TEST", "True",
                 "FEATURE_CACHE.DIR", cache, "FEATURE_CACHE.TRAIN_VIEWS", "3", *AUGMENT]
 
     full = tmp_path / "full"

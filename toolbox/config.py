@@ -5,17 +5,104 @@ specific groups (TRAINER.COOP, ...) are added by ``trainers.extend_cfg``.
 Keys marked "kept for Dassl compatibility; no effect" are accepted so that upstream Dassl config files load
 unchanged; train.py warns once when a config or the command line sets one to
 anything but its default (``NO_EFFECT_KEYS``).
+
+Also here: config files with ``_BASE_`` includes (``load_yaml_with_bases``,
+``load_trainer_yaml``), and a run's identity, ``config_digest``, with the rule that
+keeps it stable when keys are added ("Run identity" below; docs/config_files.md).
 """
 import hashlib
+import json
+import os.path as osp
 import warnings
 
+import yaml
 from yacs.config import CfgNode as CN
 
-from .errors import UserError, check_choice
+from .errors import UserError, check_choice, yaml_error
 
 NO_EFFECT = "kept for Dassl compatibility; no effect"
 
-_C = CN()
+# ---- config files with _BASE_ -------------------------------------------------------
+# A config file may start with ``_BASE_: <path>`` (or a list of paths), relative to
+# the file itself, as detectron2's and the Dassl forks' configs do: the base is loaded
+# first (its own _BASE_ too), then the file's keys override it. The trainer recipes
+# live in configs/trainers/<Trainer>/base/ and each backbone file states what differs.
+BASE_KEY = "_BASE_"
+
+
+def _read_yaml(path):
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise yaml_error(path, e) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} holds a {type(data).__name__}, not KEY: VALUE "
+                        "pairs; write it as nested KEY: VALUE lines")
+    return data
+
+
+def _deep_merge(into, other):
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def load_yaml_with_bases(path, _chain=()):
+    """The dict a config file stands for: its ``_BASE_`` files merged (recursively,
+    in order), then its own keys. A missing file, a missing base or a cycle is one
+    UserError line."""
+    given, path = path, osp.abspath(osp.expanduser(path))
+    if path in _chain:
+        cycle = " -> ".join(osp.relpath(p) for p in _chain + (path,))
+        raise UserError(f"config files include each other through _BASE_ ({cycle}); remove "
+                        "one of these _BASE_ lines")
+    if not osp.isfile(path):
+        if _chain:
+            raise UserError(f"_BASE_ of {_chain[-1]}: file not found: {path}; give the base's "
+                            "path relative to the including file")
+        raise UserError(f"config file not found: {given}")
+    data = _read_yaml(path)
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise UserError(f"{path}: _BASE_ must be a file path or a list of paths, got {bases!r}")
+    merged = {}
+    for base in bases:
+        _deep_merge(merged, load_yaml_with_bases(osp.join(osp.dirname(path), base),
+                                                 _chain + (path,)))
+    return _deep_merge(merged, data)
+
+
+def load_trainer_yaml(path):
+    """A trainer (or dataset) config file as the nested dict it stands for, its
+    ``_BASE_`` files merged in: for tools that read a key without building a config
+    (e.g. ``load_trainer_yaml(f).get("TRAINER", {}).get("COOP", {}).get("CTX_INIT")``)."""
+    return load_yaml_with_bases(path)
+
+
+class CfgNode(CN):
+    """yacs' CfgNode whose ``merge_from_file`` resolves ``_BASE_`` (Dassl's config
+    object otherwise: the same keys, types and checks)."""
+
+    def merge_from_file(self, cfg_filename):
+        self.merge_from_other_cfg(CN(load_yaml_with_bases(cfg_filename)))
+
+    @classmethod
+    def _decode_cfg_value(cls, value):
+        # nested groups are plain yacs nodes (yacs checks a merged group's exact type)
+        return CN(value) if isinstance(value, dict) else super()._decode_cfg_value(value)
+
+
+_C = CfgNode()
 
 _C.VERSION = 1  # config format version (Dassl's); kept for Dassl compatibility; no effect
 _C.OUTPUT_DIR = "./output"  # logs, checkpoints, results.json (train.py's --output-dir)
@@ -255,35 +342,132 @@ DIGEST_IGNORED_KEYS += ("DATASET.SUITE",)
 DIGEST_IGNORED_KEYS += ("FEATURE_CACHE.ENABLED", "FEATURE_CACHE.DIR")
 # Printing does not change what is computed either.
 DIGEST_IGNORED_KEYS += ("TRAIN.PRINT_FREQ",)
-# Keys left out of the digest while they hold this value: keys added after runs were
-# made, whose default computes what those runs computed (their digests stay valid).
-DIGEST_OMITTED_AT = {"FEATURE_CACHE.TRAIN_VIEWS": 0}
 
 
-def _pop_default_keys(c):
-    for key, value in DIGEST_OMITTED_AT.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.get(p) if isinstance(node, CN) else None
-        if isinstance(node, CN) and leaf in node and node[leaf] == value:
+# ---- run identity -------------------------------------------------------------------
+# A run is identified by its config digest (results.json, checkpoints, the run-folder
+# check, --resume, --eval-only, the grid's skip of finished runs). Adding a config key
+# must not change the identity of runs made before it existed, while a key's value
+# (or a changed default) that computes something else must. The rule:
+#
+#   the digest covers every key, except that a key with a declared NEUTRAL VALUE is
+#   left out while it holds that value.
+#
+# The neutral value of a key is the value that computes exactly what runs made before
+# the key existed computed (usually its default when it is added). It is declared once,
+# when the key is added, and never changed afterwards: a later change of the key's
+# default then gives new runs a new digest, as it should. Keys of the identity baseline
+# (identity_baseline.json: every key when this rule was introduced) need no declaration;
+# every key added since must have one (tests/test_config_identity.py fails naming the
+# key otherwise). A plugin trainer declares its keys with ``declare_neutral`` in its
+# extend_cfg; an undeclared key simply counts (a new digest, never a false "same run").
+# Before this rule the digest covered every key: with no key at its neutral value left
+# to drop, it is the same formula, so every existing digest stays as it was
+# (tests/data/trainer_config_digests.json pins them).
+IDENTITY_BASELINE = osp.join(osp.dirname(osp.abspath(__file__)), "identity_baseline.json")
+
+# key: neutral value (keys added after the identity baseline, or before it and then
+# treated so, as FEATURE_CACHE.TRAIN_VIEWS was from its start).
+NEUTRAL_VALUES = {
+    "FEATURE_CACHE.TRAIN_VIEWS": 0,  # 0: train on images, as every run before it
+}
+
+
+def declare_neutral(key, value):
+    """Declare the neutral value of config key ``key`` (``"TRAINER.MYNET.DEPTH"``):
+    left out of the digest while it holds ``value``. ``value`` may be a CfgNode
+    group (``declare_neutral("TRAINER.MYNET", cfg.TRAINER.MYNET)`` in an extend_cfg):
+    each of its keys with its current value. A second declaration of a key with
+    another value is a programming error (it would change existing digests)."""
+    items = ([(f"{key}.{k}", v) for k, v in _leaves(value)] if isinstance(value, CN)
+             else [(key, value)])
+    for k, v in items:
+        if k in NEUTRAL_VALUES and _norm(NEUTRAL_VALUES[k]) != _norm(v):
+            raise ValueError(f"{k} already has the neutral value {NEUTRAL_VALUES[k]!r}; a "
+                             f"second one ({v!r}) would change the digests of existing runs")
+        NEUTRAL_VALUES[k] = v
+
+
+def identity_baseline_keys():
+    with open(IDENTITY_BASELINE) as f:
+        return set(json.load(f)["keys"])
+
+
+def _openai_canonical(name):
+    """MODEL.BACKBONE.NAME holds clip's spelling for OpenAI models ("ViT-B/32", what
+    upstream trainers look up in clip._MODELS); digests were made with the canonical
+    name ("vit_b32") and keep it."""
+    try:
+        from trainers.backbones import OPENAI_MODELS
+    except ImportError:  # the toolbox without the CLIP trainers: nothing to map
+        return name
+    for canon, (clip_name, _) in OPENAI_MODELS.items():
+        if name == clip_name:
+            return canon
+    return name
+
+
+def canonical_backbone(cfg):
+    """The canonical backbone name of ``cfg`` (results.json, folders, tables), whatever
+    spelling MODEL.BACKBONE.NAME holds (trainers.backbones.canonical_name does the same
+    and knows every alias)."""
+    return _openai_canonical(str(cfg.MODEL.BACKBONE.NAME))
+
+
+def _node_of(c, key):
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node.get(p) if isinstance(node, CN) else None
+    return (node, leaf) if isinstance(node, CN) and leaf in node else (None, leaf)
+
+
+def _declarations():
+    """Make sure every trainer's neutral-value declarations ran (they are made when
+    the default config is built)."""
+    try:
+        from .config_pipeline import ensure_declarations
+
+        ensure_declarations()
+    except ImportError:  # the toolbox without the trainers package: nothing declared
+        pass
+
+
+def identity_cfg(cfg):
+    """The config as its digest sees it: ignored keys blanked, keys at their neutral
+    value removed (and groups left empty by that), the canonical backbone name."""
+    _declarations()
+    c = cfg.clone()
+    c.defrost()
+    for key in DIGEST_IGNORED_KEYS:
+        node, leaf = _node_of(c, key)
+        if node is not None:
+            node[leaf] = ""
+    for key, value in NEUTRAL_VALUES.items():
+        node, leaf = _node_of(c, key)
+        if node is not None and _norm(node[leaf]) == _norm(value):
             del node[leaf]
+            _drop_empty_parents(c, key)
+    node, leaf = _node_of(c, "MODEL.BACKBONE.NAME")
+    if node is not None:
+        node[leaf] = _openai_canonical(node[leaf])
+    return c
+
+
+def _drop_empty_parents(c, key):
+    parts = key.split(".")[:-1]
+    while parts:
+        node, leaf = _node_of(c, ".".join(parts))
+        if node is None or not isinstance(node[leaf], CN) or len(node[leaf]):
+            return
+        del node[leaf]
+        parts.pop()
 
 
 def config_digest(cfg):
     """16 hex digits identifying what a config computes (results.json's
     ``config_digest``; tools/grid.py skips a run whose digest matches)."""
-    c = cfg.clone()
-    c.defrost()
-    for key in DIGEST_IGNORED_KEYS:
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.get(p) if isinstance(node, CN) else None
-        if isinstance(node, CN) and leaf in node:
-            node[leaf] = ""
-    _pop_default_keys(c)
-    return hashlib.sha256(c.dump().encode()).hexdigest()[:16]
+    return hashlib.sha256(identity_cfg(cfg).dump().encode()).hexdigest()[:16]
 
 
 def _norm(v):
@@ -307,12 +491,12 @@ def config_diff(saved, cfg):
         other = CN.load_cfg(saved)
     except Exception:  # an unreadable dump: no details, the digest still differs
         return []
-    a = {k: _norm(v) for k, v in _leaves(other)}
-    b = {k: _norm(v) for k, v in _leaves(cfg)}
+    a = {k: _norm(v) for k, v in _leaves(identity_cfg(other))}
+    b = {k: _norm(v) for k, v in _leaves(identity_cfg(cfg))}
     keys = [k for k in list(b) + [k for k in a if k not in b] if k not in DIGEST_IGNORED_KEYS]
     missing = "(unset)"
-    for key, value in DIGEST_OMITTED_AT.items():  # unset there = the default here
+    for key, value in NEUTRAL_VALUES.items():  # unset there = its neutral value here
         for side in (a, b):
-            side.setdefault(key, value)
+            side.setdefault(key, _norm(value))
     return [(k, a.get(k, missing), b.get(k, missing)) for k in keys
             if a.get(k, missing) != b.get(k, missing)]

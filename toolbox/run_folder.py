@@ -24,7 +24,7 @@ import tempfile
 
 from yacs.config import CfgNode as CN
 
-from .config import config_diff, config_digest
+from .config import canonical_backbone, config_diff, config_digest
 from .errors import UserError
 from .utils import atomic_write, mkdir_if_missing, read_json, write_json
 
@@ -173,9 +173,9 @@ def _config_of(directory, digest):
 
 
 def saved_backbone(ckpt):
-    """MODEL.BACKBONE.NAME of the config a checkpoint records (None if none)."""
+    """The canonical backbone of the config a checkpoint records (None if none)."""
     try:
-        return CN.load_cfg(ckpt["config"]).MODEL.BACKBONE.NAME or None
+        return canonical_backbone(CN.load_cfg(ckpt["config"])) or None
     except Exception:  # no config recorded (older checkpoints) or an unreadable one
         return None
 

@@ -99,32 +99,26 @@ def synthetic_tasks(n_tasks, n_classes):
 def bench_cfg(method, args):
     """The config of one timed method: its recipe (trainer config and the variant's
     overrides) for the backbone, the backbone through the registry with seeded random
-    weights (MODEL.BACKBONE.PRETRAINED random), the batch size and precision asked."""
-    import trainers
-    from toolbox.config import get_cfg_default
+    weights (MODEL.BACKBONE.PRETRAINED random), the batch size and precision asked;
+    built by the config pipeline (toolbox/config_pipeline.py) as train.py builds it."""
+    import trainers  # noqa: F401  (registers the trainers)
+    from toolbox.config_pipeline import cfg_from_argv
     from toolbox.engine import TRAINER_REGISTRY
     from tools.backbones import resolve_config
-    from trainers.backbones import fill_input_defaults
 
     m, variant, s = method_setting(method, args.arch, args.tasks)
     _, config_file, _ = resolve_config(s.trainer, s.config)
-    cfg = get_cfg_default()
-    trainers.extend_cfg(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(s.opts))
-    cfg.TRAINER.NAME = s.trainer
-    cfg.USE_CUDA = args.device == "cuda"
-    cfg.MODEL.BACKBONE.NAME = args.arch
-    cfg.MODEL.BACKBONE.PRETRAINED = "random"
-    cfg.MODEL.BACKBONE.PATH = ""
-    fill_input_defaults(cfg)
-    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = args.batch
-    cfg.OPTIM.MAX_EPOCH = max(cfg.OPTIM.MAX_EPOCH, 1)
+    opts = [*s.opts, "USE_CUDA", args.device == "cuda", "MODEL.BACKBONE.NAME", args.arch,
+            "MODEL.BACKBONE.PRETRAINED", "random", "MODEL.BACKBONE.PATH", "",
+            "DATALOADER.TRAIN_X.BATCH_SIZE", args.batch, "VERBOSE", False]
     key = getattr(TRAINER_REGISTRY.get(s.trainer), "prec_key", None)
     if key:
-        cfg.TRAINER[key].PREC = args.prec
-    cfg.VERBOSE = False
-    cfg.freeze()
+        opts += [f"TRAINER.{key}.PREC", args.prec]
+    cfg = cfg_from_argv(["--trainer", s.trainer, "--config-file", config_file, *opts])
+    if cfg.OPTIM.MAX_EPOCH < 1:  # (zero-shot recipes: the LR schedule needs an epoch)
+        cfg.defrost()
+        cfg.OPTIM.MAX_EPOCH = 1
+        cfg.freeze()
     return cfg
 
 

@@ -152,7 +152,7 @@ def _remove_empty(directory):
 
 
 def cmd_precompute(args):
-    import train
+    from toolbox.config_pipeline import cfg_from_argv
 
     wanted = [x for x in args.splits.split(",") if x]
     bad = [x for x in wanted if x not in ("train", "val", "test")]
@@ -165,8 +165,7 @@ def cmd_precompute(args):
     if args.config_file:
         argv += ["--config-file", args.config_file]
     opts = list(args.opts or [])
-    cfg = train.setup_cfg(train.get_parser().parse_args(argv + ["VERBOSE", "False", "TEST.NO_TEST",
-                                                                "True"] + opts))
+    cfg = cfg_from_argv(argv + ["VERBOSE", "False", "TEST.NO_TEST", "True"] + opts)
     if not cfg.FEATURE_CACHE.ENABLED:
         raise UserError("FEATURE_CACHE.ENABLED is False; nothing to precompute")
     from toolbox.data.datasets.check import require_data

@@ -27,14 +27,12 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import yaml  # noqa: E402
-
 import datasets  # noqa: E402,F401  (registers the datasets)
 from tabulate import tabulate  # noqa: E402
-from toolbox.config import get_cfg_default  # noqa: E402
+from toolbox.config_pipeline import cfg_from_argv  # noqa: E402
 from toolbox.data.datasets.check import check_data  # noqa: E402
 from toolbox.data.datasets.task_dataset import TaskDataset  # noqa: E402
-from toolbox.errors import UserError, one_line, yaml_error  # noqa: E402
+from toolbox.errors import UserError, one_line  # noqa: E402
 
 
 def get_parser():
@@ -65,33 +63,20 @@ def get_parser():
     return p
 
 
-def _merge(cfg, what, fn):
-    try:
-        fn()
-    except FileNotFoundError as e:
-        raise UserError(f"config file not found: {e.filename}") from None
-    except yaml.YAMLError as e:
-        raise yaml_error(what, e) from None
-    except (KeyError, ValueError, AssertionError, TypeError) as e:
-        raise UserError(f"bad config {what}: {one_line(e)}") from None
-
-
 def setup_cfg(args):
-    import trainers  # its config groups: dataset configs may set trainer keys (the demo's)
-
-    cfg = get_cfg_default()
-    trainers.extend_cfg(cfg)
-    _merge(cfg, args.dataset_config_file, lambda: cfg.merge_from_file(args.dataset_config_file))
+    """The config of train.py's pipeline (toolbox/config_pipeline.py) for these paths
+    and overrides, with full splits (no few-shot draw, so no few-shot cache is written);
+    the backbone is reported on (backbone_report), not required."""
+    argv = ["--root", args.root, "--dataset-config-file", args.dataset_config_file]
     if args.config_file:
-        _merge(cfg, args.config_file, lambda: cfg.merge_from_file(args.config_file))
-    _merge(cfg, "the command-line options", lambda: cfg.merge_from_list(list(args.opts or [])))
+        argv += ["--config-file", args.config_file]
     if args.backbone:
-        cfg.MODEL.BACKBONE.NAME = args.backbone
-    cfg.DATASET.ROOT = args.root
-    cfg.DATASET.NUM_SHOTS = 0  # full splits; no few-shot cache is written
-    cfg.DATASET.SUBSAMPLE_CLASSES = "all"
-    cfg.freeze()
-    return cfg
+        argv += ["--backbone", args.backbone]
+    opts = list(args.opts or [])
+    if opts and opts[0] == "--":
+        opts = opts[1:]
+    return cfg_from_argv(argv + opts + ["DATASET.NUM_SHOTS", "0",
+                                        "DATASET.SUBSAMPLE_CLASSES", "all"], backbone=False)
 
 
 def load_task(check, cfg):

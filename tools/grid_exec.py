@@ -72,13 +72,13 @@ class Progress:
             if r.status != "skipped":
                 self.ran += 1
                 self.ran_seconds += r.seconds
-            extra = ""
+            extra, why = "", ""
             if r.status == "failed":
+                extra = f" (exit {r.rc}, log {r.log})"
                 why = error_line(r.log)
-                extra = f" (exit {r.rc}, log {r.log})" + (f"\n    {why}" if why else "")
             print(f"[{self.finished}/{self.total} finished] {r.status} {r.out} in "
                   f"{fmt_time(r.seconds)}{extra}; elapsed {fmt_time(time.time() - self.start)}, "
-                  f"ETA {self.eta()}", flush=True)
+                  f"ETA {self.eta()}" + (f"\n    {why}" if why else ""), flush=True)
 
 
 _LIVE = set()  # the train.py processes this grid started and that still run

@@ -229,7 +229,13 @@ def _unknown(name):
 
 
 def canonical_name(name):
-    """The canonical name of backbone ``name`` (any alias); UserError if unknown."""
+    """The canonical name of backbone ``name`` (any alias), or of a config's
+    MODEL.BACKBONE.NAME ("" when it names none); UserError if unknown. Folders,
+    results.json, tables and caches use this name, never the config's spelling."""
+    if hasattr(name, "MODEL"):  # a config
+        name = name.MODEL.BACKBONE.NAME
+        if not name:
+            return ""
     found = _lookup(str(name), rescan=True)
     if found is None:
         raise _unknown(str(name))
@@ -239,6 +245,15 @@ def canonical_name(name):
 def get_backbone(name):
     """The registry entry of ``name`` (any alias)."""
     return _REGISTRY[canonical_name(name)]
+
+
+def config_name(name):
+    """What MODEL.BACKBONE.NAME holds for backbone ``name`` (any alias): clip's own
+    spelling for OpenAI models ("ViT-B/32", "RN50"), so that upstream trainers'
+    ``clip._MODELS[cfg.MODEL.BACKBONE.NAME]`` finds it; the canonical name otherwise
+    (the tiny models are served to clip._MODELS under it: trainers/upstream_clip.py)."""
+    entry = get_backbone(name)
+    return entry.arch if entry.family == "openai" else entry.name
 
 
 # ---- preprocessing --------------------------------------------------------------
@@ -272,17 +287,24 @@ def backbone_preprocess(name, pretrained=""):
 
 
 def fill_input_defaults(cfg):
-    """Make MODEL.BACKBONE.NAME canonical and fill the INPUT keys a config left
-    unset (SIZE, PIXEL_MEAN, PIXEL_STD, INTERPOLATION) from the backbone; with no
-    backbone, Dassl's defaults. Call on an unfrozen config after all merges."""
+    """Spell MODEL.BACKBONE.NAME as upstream code expects (``config_name``: clip's
+    name for OpenAI models, the canonical name otherwise; the config digest maps it
+    back to the canonical name) and fill the INPUT keys a config left unset (SIZE,
+    PIXEL_MEAN, PIXEL_STD, INTERPOLATION) from the backbone; with no backbone,
+    Dassl's defaults. Call on an unfrozen config after all merges."""
     name = cfg.MODEL.BACKBONE.NAME
     if not name and cfg.MODEL.BACKBONE.PATH:
         raise _no_name(cfg.MODEL.BACKBONE.PATH)
     if name:
-        cfg.MODEL.BACKBONE.NAME = canonical_name(name)
+        canon = canonical_name(name)
+        cfg.MODEL.BACKBONE.NAME = config_name(canon)
         tag = str(cfg.MODEL.BACKBONE.PRETRAINED or "")
-        check_backbone_choice(cfg.MODEL.BACKBONE.NAME, tag, cfg.MODEL.BACKBONE.PATH)
-        pre = backbone_preprocess(cfg.MODEL.BACKBONE.NAME, "" if tag == RANDOM else tag)
+        check_backbone_choice(canon, tag, cfg.MODEL.BACKBONE.PATH)
+        pre = backbone_preprocess(canon, "" if tag == RANDOM else tag)
+        # clip._MODELS[NAME] and clip._download(url) as upstream trainer files use them
+        from .upstream_clip import serve_upstream_clip
+
+        serve_upstream_clip()
     else:
         pre = DASSL_INPUT
     size = pre["size"]

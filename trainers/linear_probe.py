@@ -20,6 +20,7 @@ from toolbox.errors import UserError
 from toolbox.metrics.per_task import task_metric  # noqa: F401  (also imported from here)
 from toolbox.utils import atomic_write, progress
 
+from .backbones import canonical_name
 from .base import ClipTrainer
 from .clip_model import embed_dim
 from .feature_cache import accepts_features
@@ -143,7 +144,7 @@ class LinearProbeCLIP(ClipTrainer):
         if self.output_dir:
             # what they were fit on, checked by --eval-only (load_model)
             state = {"classifiers": self.classifiers, "trainer": "LinearProbeCLIP",
-                     "tasks": self.task_signature(), "backbone": self.cfg.MODEL.BACKBONE.NAME,
+                     "tasks": self.task_signature(), "backbone": canonical_name(self.cfg),
                      "feature_dim": int(self.classifiers[0]["coef"].shape[1])}
             atomic_write(osp.join(self.output_dir, CLASSIFIER_FILE),
                          lambda f: torch.save(state, f), mode="wb")
@@ -197,8 +198,8 @@ class LinearProbeCLIP(ClipTrainer):
                 raise UserError(f"linear-probe classifiers {path} ({len(classifiers)} tasks) do "
                                 f"not fit this run's {len(ranges)} tasks ({describe(mine)}); "
                                 + fix)
-        backbone = self.cfg.MODEL.BACKBONE.NAME
-        if state.get("backbone", backbone) != backbone:
+        backbone = canonical_name(self.cfg)
+        if canonical_name(state.get("backbone") or backbone) != backbone:
             raise UserError(f"linear-probe classifiers {path} were fit on features of backbone "
                             f"{state['backbone']}, this run's is {backbone}; " + fix)
         dim = embed_dim(self.clip_model)

@@ -13,7 +13,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ..config import config_digest
+from ..config import canonical_backbone, config_digest
 from ..data import DataManager
 from ..errors import UserError
 from ..evaluation import build_evaluator
@@ -185,7 +185,7 @@ class TrainerBase:
             raise UserError(f"{path} was saved by trainer {theirs}, but this run's trainer is "
                             f"{mine}; load it with --trainer {theirs} and the config it was "
                             f"trained with, or point --model-dir/--resume at a {mine} run")
-        theirs_bb, mine_bb = saved_backbone(ckpt), (cfg.MODEL.BACKBONE.NAME if cfg else None)
+        theirs_bb, mine_bb = saved_backbone(ckpt), (canonical_backbone(cfg) if cfg else None)
         if theirs_bb and mine_bb and theirs_bb != mine_bb:
             # prompts live in one text encoder's embedding space: same shapes, meaningless
             raise UserError(f"{path} was trained on backbone {theirs_bb}, but this run's backbone "
@@ -481,7 +481,7 @@ class SimpleTrainer(TrainerBase):
                     for r in self.evaluator.per_task]
         out = OrderedDict(
             dataset=cfg.DATASET.NAME, trainer=cfg.TRAINER.NAME,
-            backbone=cfg.MODEL.BACKBONE.NAME,  # canonical (trainers/backbones.py)
+            backbone=canonical_backbone(cfg),  # canonical (NAME holds clip's spelling)
             # OpenCLIP weights tag ("random" for seeded random weights) and checkpoint file;
             # the output folder is <backbone>[@<tag>]_<schedule> (tools/grid.py)
             backbone_pretrained=str(cfg.MODEL.BACKBONE.PRETRAINED or ""),
