@@ -19,9 +19,10 @@ from toolbox.config import canonical_backbone, warn_no_op_keys
 from toolbox.config_pipeline import get_parser as _get_parser
 from toolbox.config_pipeline import reset_cfg, setup_cfg, split_resume  # noqa: F401
 from toolbox.data.datasets.check import require_data
+from toolbox.data.suite import warn_suite_flag
 from toolbox.engine import build_trainer, distributed
 from toolbox.errors import UserError, one_line
-from toolbox.run_folder import LOCK, check_run_folder, lock_run_folder
+from toolbox.run_folder import LOCK, check_run_folder, lock_run_folder, shots_text
 from toolbox.utils import atomic_write, collect_env_info, set_random_seed, setup_logger
 from trainers.backbones import get_backbone
 
@@ -33,10 +34,17 @@ def get_parser():
 def run_header(cfg, args):
     """What runs, in two lines (the full config: <output>/config.yaml, --verbose)."""
     tasks = f" (tasks {', '.join(map(str, cfg.DATASET.TASKS))})" if cfg.DATASET.TASKS else ""
+    from toolbox.engine import TRAINER_REGISTRY
+
+    name = cfg.TRAINER.NAME
+    trainer_cls = TRAINER_REGISTRY.get(name) if name in TRAINER_REGISTRY else None
+    shots = shots_text(cfg.DATASET.NUM_SHOTS, getattr(trainer_cls, "zero_shot", False))
+    if cfg.DATASET.NUM_SHOTS <= 0 and "all" in shots:
+        shots += " (results.json: shots -1)"
     what = "evaluate" if args.eval_only else "train"
     out = cfg.OUTPUT_DIR or "(no output folder)"
     return (f"** {what} {cfg.TRAINER.NAME} on {cfg.DATASET.NAME}{tasks} | backbone "
-            f"{canonical_backbone(cfg)} | {cfg.DATASET.NUM_SHOTS} shots | seed {cfg.SEED}\n"
+            f"{canonical_backbone(cfg)} | {shots} | seed {cfg.SEED}\n"
             f"** output {out}" + ("" if args.eval_only or not cfg.OUTPUT_DIR else
                                    " (config.yaml, log.txt, results.json)"))
 
@@ -103,16 +111,25 @@ def main(args):
     threads = tiny_cpu_threads(cfg)
     if threads:
         torch.set_num_threads(threads)
-    # torchrun --nproc_per_node N: join the process group; only rank 0 prints and writes
-    if distributed.init_from_env(cfg.USE_CUDA) > 1 and not distributed.is_main_process():
+    # torchrun --nproc_per_node N: only rank 0 prints and writes
+    main_rank = distributed.launched_rank() == 0
+    if not main_rank:
         sys.stdout = open(os.devnull, "w")
-    if distributed.is_main_process():
+    if main_rank:
         warn_no_op_keys(cfg)
+        warn_suite_flag(cfg, args.dataset_config_file)
     setup_files = SetupFiles(cfg.OUTPUT_DIR)
     try:
+        # Before joining the process group: a refused folder fails every rank alike, and
+        # no rank is left waiting in the group for one that has stopped.
+        check_run_folder(cfg, eval_only=args.eval_only,
+                         bare_resume=args.resume == "__output_dir__")
+        if main_rank and cfg.OUTPUT_DIR and not args.eval_only:
+            lock_run_folder(cfg.OUTPUT_DIR)  # one live run per folder (released at exit)
+        distributed.init_from_env(cfg.USE_CUDA)
         trainer = setup(cfg, args)
     except UserError:
-        if distributed.is_main_process():
+        if main_rank:
             setup_files.remove()
         raise
     if args.eval_only:
@@ -126,10 +143,7 @@ def main(args):
 def setup(cfg, args):
     """Everything up to a built trainer (with its evaluated weights loaded for
     --eval-only); a UserError here leaves the output folder as it was."""
-    # Before the log file: a refused run writes nothing into the folder.
-    check_run_folder(cfg, eval_only=args.eval_only, bare_resume=args.resume == "__output_dir__")
-    if distributed.is_main_process() and cfg.OUTPUT_DIR and not args.eval_only:
-        lock_run_folder(cfg.OUTPUT_DIR)  # one live run per folder (released at exit)
+    # check_run_folder ran before (main): a refused run writes nothing into the folder.
     if distributed.is_main_process():
         setup_logger(cfg.OUTPUT_DIR)
     print(run_header(cfg, args))
@@ -164,15 +178,28 @@ def cli(argv=None):
     try:
         main(args)
     except UserError as e:
-        sys.stdout.flush()
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        user_error(e)
     except RuntimeError as e:  # a UserError raised inside a DataLoader worker
         if "UserError" in str(e):
-            sys.stdout.flush()
-            print(f"error: {one_line(e)}", file=sys.stderr)
-            sys.exit(2)
+            user_error(e)
         raise
+
+
+QUIET_RANK_WAIT = 20.0  # seconds a non-zero rank waits for rank 0 to report the error
+
+
+def user_error(exc):
+    """One line ``error: ...`` and exit code 2; under torchrun only rank 0 prints it
+    (every rank meets the same bad input). Another rank waits for torchrun to stop it
+    once rank 0 has failed: exiting first would make torchrun stop rank 0 before it
+    printed. Still running after QUIET_RANK_WAIT, its error is its own: it prints it."""
+    sys.stdout.flush()
+    if distributed.launched_rank() != 0:
+        import time
+
+        time.sleep(QUIET_RANK_WAIT)
+    print(f"error: {one_line(exc)}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

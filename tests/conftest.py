@@ -20,6 +20,14 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 os.environ.setdefault("CLIP_CACHE", osp.join(ROOT, ".pytest_cache", "clip"))
 os.environ.setdefault("CLIP_OFFLINE", "1")
 
+# Scripts and tools the tests start run this interpreter (the one with torch), not
+# whatever `python` comes first on PATH: a suite started as /path/venv/bin/python -m
+# pytest without an activated venv passes too. scripts/common.sh reads PYTHON.
+BIN = osp.dirname(sys.executable)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != BIN:
+    os.environ["PATH"] = BIN + os.pathsep + os.environ.get("PATH", "")
+os.environ["PYTHON"] = sys.executable
+
 import torch  # noqa: E402
 
 # The tests train tiny models in-process: a second thread only spins on their width-64
@@ -73,8 +81,19 @@ def run_train(*argv, check=True, timeout=600, env=None, fresh=False):
     return proc
 
 
+# The fast tier (`pytest -m fast`, pytest.ini): unit-level test files that run in process
+# (no train.py subprocess, no torchrun), together well under 2 minutes on 2 cores. A file
+# may also mark itself (pytestmark = pytest.mark.fast).
+FAST_FILES = {"test_lr_schedule.py", "test_per_task.py", "test_prompt_logits.py",
+              "test_script_conventions.py", "test_demo_configs.py", "test_clip_model.py"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked cuda (pytest.ini) are skipped where no GPU is present."""
+    """Files of the fast tier get the fast mark; tests marked cuda (pytest.ini) are
+    skipped where no GPU is present."""
+    for item in items:
+        if osp.basename(str(item.fspath)) in FAST_FILES:
+            item.add_marker(pytest.mark.fast)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

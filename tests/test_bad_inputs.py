@@ -90,3 +90,20 @@ def test_more_shots_than_images_warns_and_goes_on(demo_root, tmp_path):
     assert "fewer than 150 images" in proc.stderr
     assert "zero (" in proc.stderr  # names the classes and their counts
     assert os.path.exists(tmp_path / "results.json")
+
+
+def test_old_suite_marker_warns_in_train_py(demo_root, tmp_path):
+    """A dataset config still marked with the old '# suite' first line (no DATASET.SUITE):
+    the run goes on, with one warning line saying what to add."""
+    config = tmp_path / "demo_old.yaml"
+    with open(os.path.join(os.path.dirname(__file__), "..", "configs", "datasets",
+                           "demo.yaml")) as f:
+        text = f.read().replace("  SUITE: True\n", "")
+    config.write_text("# suite: the demo, three tasks\n" + text)
+    proc = run_train("--root", demo_root, "--trainer", "ZeroshotCLIP", "--no-train",
+                     "--dataset-config-file", config, "--output-dir", tmp_path / "o",
+                     "--config-file", "configs/trainers/ZeroshotCLIP/tiny_vit.yaml")
+    warned = [ln for ln in proc.stderr.splitlines() if "'# suite' marker" in ln]
+    assert warned == [f"warning: {config} starts with the old '# suite' marker, which no longer "
+                      "makes it a suite (it gets the single-dataset schedule): add "
+                      "DATASET.SUITE True to it"]

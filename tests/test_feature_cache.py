@@ -234,7 +234,7 @@ def test_changed_weights_file_misses(data_root, tmp_path, capsys):
     weights = tmp_path / "tiny.pt"
     state = clip_state_dict("tiny-vit-digits")
     torch.save(state, weights)
-    opts = ["MODEL.BACKBONE.PATH", str(weights)]
+    opts = ["MODEL.BACKBONE.PATH", str(weights), "MODEL.BACKBONE.ACTIVATION", "quick_gelu"]
     base = evaluate(build(data_root, tmp_path / "cache", "ZeroshotCLIP", *opts))
     assert counts(capsys.readouterr().out) == (0, 540)
     evaluate(build(data_root, tmp_path / "cache", "ZeroshotCLIP", *opts))

@@ -63,3 +63,28 @@ def test_a_training_run_is_the_same_warm_and_fresh(demo_root, tmp_path):
         results.append((r["overall"], [t["value"] for t in r["tasks"]], r["config_digest"]))
     assert results[0] == results[1]
     assert sorted(os.listdir(tmp_path / "warm")) == sorted(os.listdir(tmp_path / "fresh"))
+
+
+@pytest.mark.parametrize("body", [
+    "import os\n\n\ndef main():\n    raise ValueError('the run itself failed')\n\n\nmain()\n",
+    "import no_such_module_of_the_run  # noqa\n",
+])
+def test_a_crashing_run_shows_its_own_traceback_not_the_harness(tmp_path, body):
+    """A run that crashes (an exception, a broken import) reports what `python SCRIPT`
+    reports: its own traceback, from its own file on, none of the harness's frames."""
+    import subprocess
+    import sys
+
+    from tests import warm_train
+
+    script = tmp_path / "crash.py"
+    script.write_text(body)
+    env = dict(os.environ)
+    warm = warm_train.run(["--x"], env, cwd=str(tmp_path), script=str(script))
+    fresh = subprocess.run([sys.executable, str(script), "--x"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    assert warm.returncode == fresh.returncode == 1
+    assert warm.stderr == fresh.stderr and warm.stdout == fresh.stdout == ""
+    assert "warm_train" not in warm.stderr and "runpy" not in warm.stderr
+    assert warm.stderr.splitlines()[1] == f'  File "{script}", line ' + \
+        fresh.stderr.splitlines()[1].split(", line ")[1]

@@ -42,7 +42,10 @@ def _serve():
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     import numpy
-    import train  # noqa: F401  (the imports every run would repeat)
+    try:
+        import train  # noqa: F401  (the imports every run would repeat)
+    except BaseException:  # broken code: each run imports it again and shows its own error
+        pass
 
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the server itself prints goes to stderr, not the replies
@@ -82,10 +85,11 @@ def _child(req, torch, numpy, default_threads):
         threads = req["env"].get("OMP_NUM_THREADS", "")
         torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0
                               else default_threads)
-        sys.argv = [TRAIN, *req["argv"]]
-        sys.path[0] = ROOT
+        script = req.get("script") or TRAIN
+        sys.argv = [script, *req["argv"]]
+        sys.path[0] = osp.dirname(script)
         try:
-            runpy.run_path(TRAIN, run_name="__main__")
+            runpy.run_path(script, run_name="__main__")
             code = 0
         except SystemExit as e:
             if e.code is None or isinstance(e.code, int):
@@ -93,8 +97,8 @@ def _child(req, torch, numpy, default_threads):
             else:
                 print(e.code, file=sys.stderr)
                 code = 1
-        except BaseException:
-            traceback.print_exc()
+        except BaseException as e:
+            _print_run_traceback(e, script)
             code = 1
         atexit._run_exitfuncs()  # as an interpreter does at exit (logging, tqdm, ...)
         sys.stdout.flush()
@@ -105,6 +109,15 @@ def _child(req, torch, numpy, default_threads):
         os._exit(code)
 
 
+def _print_run_traceback(exc, script):
+    """The traceback a fresh `python SCRIPT` prints: from the script's own frame on,
+    without this harness's and runpy's frames above it."""
+    tb = exc.__traceback__
+    while tb is not None and osp.abspath(tb.tb_frame.f_code.co_filename) != osp.abspath(script):
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
+
+
 # ---------------------------------------------------------------- client side
 class _Server:
     def __init__(self, hash_seed):
@@ -113,16 +126,22 @@ class _Server:
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve"], cwd=ROOT, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self, argv, env, cwd, timeout):
+    def run(self, argv, env, cwd, timeout, script=TRAIN):
         with tempfile.TemporaryDirectory(prefix="warm_train_") as tmp:
             out, err = osp.join(tmp, "stdout"), osp.join(tmp, "stderr")
             umask = os.umask(0)
             os.umask(umask)
             self.proc.stdin.write(json.dumps({"argv": list(argv), "env": env, "cwd": cwd,
-                                              "umask": umask, "stdout": out, "stderr": err})
+                                              "umask": umask, "stdout": out, "stderr": err,
+                                              "script": script})
                                   + "\n")
             self.proc.stdin.flush()
-            pid = json.loads(self._line(60))["pid"]
+            try:
+                # the first request also waits for the server's imports (slow on a busy machine)
+                pid = json.loads(self._line(timeout))["pid"]
+            except subprocess.TimeoutExpired:
+                self.kill()  # it may answer later: never read a stale reply
+                raise RuntimeError("the warm train.py server did not answer") from None
             try:
                 reply = self._line(timeout)
             except subprocess.TimeoutExpired:
@@ -130,11 +149,14 @@ class _Server:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                self._line(60)
+                try:
+                    self._line(60)
+                except subprocess.TimeoutExpired:
+                    self.kill()
                 raise subprocess.TimeoutExpired([TRAIN, *argv], timeout)
             returncode = json.loads(reply)["returncode"]
             with open(out, errors="replace") as f, open(err, errors="replace") as g:
-                return subprocess.CompletedProcess([sys.executable, TRAIN, *argv], returncode,
+                return subprocess.CompletedProcess([sys.executable, script, *argv], returncode,
                                                    f.read(), g.read())
 
     def _line(self, timeout):
@@ -145,6 +167,12 @@ class _Server:
         if not line:
             raise RuntimeError(f"the warm train.py server died (exit {self.proc.wait()})")
         return line
+
+    def kill(self):
+        """Stop a server whose replies can no longer be trusted (runs go elsewhere)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def close(self):
         if self.proc.poll() is None:
@@ -163,15 +191,23 @@ _servers = []
 _turn = [0]
 
 
-def run(argv, env, cwd=ROOT, timeout=600):
-    """`python train.py ARGV` in CWD with ENV (the full environment) -> CompletedProcess."""
+def run(argv, env, cwd=ROOT, timeout=600, script=TRAIN):
+    """`python train.py ARGV` (or `python SCRIPT ARGV`) in CWD with ENV (the full
+    environment) -> CompletedProcess. A server that has died (it never should) is not
+    the run's error: the run then goes to a fresh interpreter, which shows its own."""
     if not _servers:
         seed = random.SystemRandom().randrange(1, 2**31)
         _servers.extend([_Server(seed), _Server(seed + 1)])
         atexit.register(lambda: [s.close() for s in _servers])
     server = _servers[_turn[0] % len(_servers)]
     _turn[0] += 1
-    return server.run(argv, env, cwd, timeout)
+    if server.proc.poll() is None:
+        try:
+            return server.run(argv, env, cwd, timeout, script)
+        except (RuntimeError, BrokenPipeError, ValueError, KeyError):
+            server.kill()  # died, hung or out of step: this run and later ones go fresh
+    return subprocess.run([sys.executable, script, *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:

@@ -192,6 +192,11 @@ _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = ""  # registered backbone (python tools/backbones.py): rn50, vit_b16, open_clip:ViT-B-32, tiny_vit, ...
 _C.MODEL.BACKBONE.PRETRAINED = ""  # OpenCLIP weights tag (e.g. laion2b_s34b_b79k)
 _C.MODEL.BACKBONE.PATH = ""  # local weights file; overrides the clip cache / PRETRAINED
+# The activation the plain state dict in PATH was trained with: quick_gelu (OpenAI-style
+# CLIPs: rn50, vit_b16, tiny_vit, ...) or gelu (most OpenCLIP models). Only asked for when
+# the file's architecture is registered with both (e.g. tiny_vit and open_clip:tiny-ViT),
+# since the weights cannot tell; it must fit MODEL.BACKBONE.NAME. "" = not given.
+_C.MODEL.BACKBONE.ACTIVATION = ""
 # Dassl's classification head (CLIP trainers classify with text features instead)
 _C.MODEL.HEAD = CN()
 _C.MODEL.HEAD.NAME = ""  # kept for Dassl compatibility; no effect
@@ -322,6 +327,8 @@ def check_cfg_values(cfg):
     at_least("DATASET.NUM_SHOTS", cfg.DATASET.NUM_SHOTS, -1,
              "a number of images per class (1 or more), or 0 / -1 for all images")
     check_choice("DATASET.SUBSAMPLE_CLASSES", cfg.DATASET.SUBSAMPLE_CLASSES, ("all", "base", "new"))
+    check_choice("MODEL.BACKBONE.ACTIVATION", cfg.MODEL.BACKBONE.ACTIVATION,
+                 ("", "quick_gelu", "gelu"))
     check_choice("TEST.SPLIT", cfg.TEST.SPLIT, ("test", "val"))
     check_choice("TEST.FINAL_MODEL", cfg.TEST.FINAL_MODEL, ("last_step", "best_val"))
 
@@ -370,6 +377,7 @@ IDENTITY_BASELINE = osp.join(osp.dirname(osp.abspath(__file__)), "identity_basel
 # treated so, as FEATURE_CACHE.TRAIN_VIEWS was from its start).
 NEUTRAL_VALUES = {
     "FEATURE_CACHE.TRAIN_VIEWS": 0,  # 0: train on images, as every run before it
+    "MODEL.BACKBONE.ACTIVATION": "",  # "": the activation the backbone name implies
 }
 
 

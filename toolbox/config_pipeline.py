@@ -3,7 +3,7 @@ dataset config, the trainer config, train.py's flags, KEY VALUE overrides, then 
 backbone's input defaults and the value checks.
 
     cfg = setup_cfg(get_parser().parse_args(argv))   # train.py
-    cfg = cfg_from_argv(["--trainer", "CoOp", "--config-file", f, "OPTIM.MAX_EPOCH", "1"])
+    cfg = cfg_from_argv(["--trainer", TRAINER, "--config-file", f, "OPTIM.MAX_EPOCH", "1"])
 
 train.py, tools/check_data.py, tools/cache.py, tools/bench.py and the tests build their
 configs here, so a config (and its digest) is the same whichever tool built it.
@@ -19,7 +19,7 @@ from .errors import UserError, one_line, yaml_error
 _DECLARED = False
 
 
-def get_parser(description="Train or evaluate a trainer on a dataset (flags as in CoOp's train.py)."):
+def get_parser(description="Train or evaluate a trainer on a dataset (flags as in the Dassl-based upstream train.py)."):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--root", type=str, default="", help="path to the datasets ($DATA)")
     p.add_argument("--output-dir", type=str, default="", help="output directory")
@@ -47,7 +47,7 @@ def get_parser(description="Train or evaluate a trainer on a dataset (flags as i
 
 
 def reset_cfg(cfg, args):
-    """train.py's flags into the config (as CoOp's train.py does)."""
+    """train.py's flags into the config (as the Dassl-based upstream train.py does)."""
     if getattr(args, "root", ""):
         cfg.DATASET.ROOT = args.root
     if getattr(args, "output_dir", ""):
@@ -161,5 +161,5 @@ def setup_cfg(args, backbone=True):
 
 def cfg_from_argv(argv, backbone=True):
     """``setup_cfg`` of a train.py command line given as a list (flags, then KEY VALUE
-    pairs), e.g. ``["--trainer", "CoOp", "--config-file", path, "OPTIM.LR", "0.01"]``."""
+    pairs), e.g. ``["--trainer", TRAINER, "--config-file", path, "OPTIM.LR", "0.01"]``."""
     return setup_cfg(get_parser().parse_args([str(a) for a in argv]), backbone=backbone)

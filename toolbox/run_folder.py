@@ -17,6 +17,7 @@ command, and its SLURM job) from the moment the grid starts it.
 import datetime
 import glob
 import json
+import math
 import os
 import os.path as osp
 import re
@@ -58,6 +59,26 @@ def describe(experiment):
 
 # ---- results.json --------------------------------------------------------------
 
+ALL_IMAGES = -1  # results.json "shots" of a run trained on every training image
+
+
+def results_shots(num_shots, zero_shot):
+    """results.json's "shots": DATASET.NUM_SHOTS, except that NUM_SHOTS 0 (or less:
+    all images) of a trainer that learns from the training split is ALL_IMAGES, so
+    that tables never show such a run as zero-shot (0)."""
+    if num_shots <= 0:
+        return 0 if zero_shot else ALL_IMAGES
+    return int(num_shots)
+
+
+def shots_text(num_shots, zero_shot):
+    """'16 shots', 'all training images' or '0 shots (zero-shot)' for logs."""
+    shots = results_shots(num_shots, zero_shot)
+    if shots == ALL_IMAGES:
+        return "all training images"
+    return f"{shots} shots" + (" (zero-shot)" if zero_shot else "")
+
+
 def write_results(out, data):
     """Write ``data`` as ``out``/results.json (atomically)."""
     write_json(data, osp.join(out, RESULTS))
@@ -74,6 +95,11 @@ def read_results(path):
     if problem:
         raise UserError(f"{path} is not a results.json written by train.py ({problem}); delete "
                         "it and run again")
+    bad = [k for k, v in [("overall", data["overall"])] +
+           [(t["task"], t["value"]) for t in data["tasks"]] if not math.isfinite(v)]
+    if bad:  # tables would show 'nan ± nan'
+        raise UserError(f"{path} holds a NaN or infinite accuracy ({', '.join(bad[:3])}); that "
+                        "run's evaluation failed: delete its folder and run it again")
     return data
 
 
@@ -213,9 +239,20 @@ def check_run_folder(cfg, eval_only=False, bare_resume=False):
         if not osp.isdir(resume):
             raise UserError(f"--resume: folder not found: {resume}; give the output folder of "
                             "the run to continue, or drop --resume to train from scratch")
-        if not find_checkpoints(resume):
+        found = find_checkpoints(resume)
+        if not found:
             raise UserError(f"--resume: no checkpoint in {resume} (no <model>/checkpoint file); "
                             "drop --resume to train from scratch")
+        for name, path in found.items():
+            if not osp.isfile(path):  # a pointer whose file was deleted or never landed
+                others = sorted((f for f in os.listdir(osp.dirname(path))
+                                 if f.startswith("model") and ".pth" in f),
+                                key=lambda f: (len(f), f))
+                instead = (f"write the name of one that exists ({', '.join(others[-2:])}) "
+                           "into it" if others else "delete the pointer")
+                raise UserError(f"--resume: {osp.join(resume, name, 'checkpoint')} names "
+                                f"{osp.basename(path)}, which is missing; put that file back, "
+                                f"{instead}, or drop --resume and give a new --output-dir")
         saved = saved_run(resume)
         if saved["digest"] is None:
             print(f"Note: the checkpoints in {resume} do not record their config; resuming as "

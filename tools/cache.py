@@ -118,21 +118,37 @@ def cmd_prune(args):
               and (cutoff is None or r["mtime"] < cutoff)]
     from filelock import FileLock
 
+    if not args.dry_run:  # refuse before removing anything, not halfway
+        for folder in sorted({osp.dirname(r["path"]) for r in chosen}):
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise _unwritable(folder, PermissionError(13, "Permission denied"))
     for r in chosen:
         print(("would remove " if args.dry_run else "removing ") +
               f"{osp.relpath(r['path'], directory)} ({human(r['bytes'])})")
         if args.dry_run:
             continue
-        with FileLock(r["path"] + LOCK_SUFFIX):  # not while a run writes it
-            os.remove(r["path"])
+        try:
+            with FileLock(r["path"] + LOCK_SUFFIX):  # not while a run writes it
+                os.remove(r["path"])
+        except OSError as e:
+            raise _unwritable(osp.dirname(r["path"]), e) from None
         try:
             os.remove(r["path"] + LOCK_SUFFIX)
         except OSError:
             pass
     if not args.dry_run:
-        _remove_empty(directory)
+        try:
+            _remove_empty(directory)
+        except OSError as e:
+            raise _unwritable(getattr(e, "filename", None) or directory, e) from None
     print(f"{len(chosen)} store(s), {human(sum(r['bytes'] for r in chosen))}"
           + (" would be removed" if args.dry_run else " removed"))
+
+
+def _unwritable(folder, err):
+    return UserError(f"cannot remove feature stores in {folder} ({err.strerror or err}); the cache "
+                     "folder is read-only for you: prune as a user who can write it, or make it "
+                     "writable")
 
 
 def _remove_empty(directory):

@@ -25,8 +25,8 @@ from tabulate import tabulate  # noqa: E402
 
 from toolbox.errors import UserError, one_line  # noqa: E402
 from toolbox.utils import atomic_write  # noqa: E402
-from tools.results_io import (describe, find_runs, fmt_mean_std, group_runs,  # noqa: E402
-                              summarize, write_output)
+from tools.results_io import (ALL_IMAGES, describe, find_runs, fmt_mean_std,  # noqa: E402
+                              group_runs, shots_label, summarize, write_output)
 
 # Labels, colours, order and the headline method come from the method declarations
 # (toolbox/methods.py, one in each trainer file); a trainer without one (a ported
@@ -128,7 +128,9 @@ def collect(root, dataset, backbone=None, ddof=0):
         if key not in found:
             found[key] = Method(info["trainer"], info["variant"],
                                 method_label(info["trainer"], info["variant"]))
-        found[key][info["shots"]] = summarize(exp, runs, ddof)
+        summary = summarize(exp, runs, ddof)
+        shots = info["shots"] if summary.shots is None else summary.shots
+        found[key][shots] = summary
         chance = chance if chance is not None else chance_level(runs)
     labels = short_labels(found)
     methods = Methods()
@@ -192,7 +194,7 @@ def render(all_tables, tablefmt="github"):
     for shots, (headers, rows) in all_tables.items():
         body = rows if headers is None else tabulate(rows, headers=headers, tablefmt=tablefmt,
                                                      disable_numparse=True)
-        parts.append(f"## {shots} shots\n{body}")
+        parts.append(f"## {shots_label(shots)} shots\n{body}")
     return "\n\n".join(parts)
 
 
@@ -202,11 +204,11 @@ def to_csv(all_tables):
     writer.writerow(["shots", "task", "method", "mean ± std"])
     for shots, (headers, rows) in all_tables.items():
         if headers is None:
-            writer.writerow([shots, "", "", "no runs"])
+            writer.writerow([shots_label(shots), "", "", "no runs"])
             continue
         for row in rows:
             for method, cell in zip(headers[1:], row[1:]):
-                writer.writerow([shots, row[0], method, cell])
+                writer.writerow([shots_label(shots), row[0], method, cell])
     return buf.getvalue()
 
 
@@ -230,6 +232,7 @@ def plot(methods, shots_list, path, title=""):
 
     from toolbox.methods import OKABE_ITO
 
+    shots_list = [s for s in shots_list if s > 0]  # 'all' (every image) has no place on a log axis
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
     decls = {name: declaration(m.trainer) for name, m in methods.items()}
 
@@ -283,10 +286,21 @@ def plot(methods, shots_list, path, title=""):
     plt.close(fig)
 
 
+def shots_arg(text):
+    """--shots value: a count, or 'all' (ALL_IMAGES)."""
+    if text == "all":
+        return ALL_IMAGES
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shot count or 'all', got '{text}'") from None
+
+
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", required=True, help="dataset config name, e.g. demo, fewshot44")
-    p.add_argument("--shots", type=int, nargs="+", required=True, help="e.g. 1 2 4 8 16")
+    p.add_argument("--shots", type=shots_arg, nargs="+", required=True,
+                   help="e.g. 1 2 4 8 16; 'all': runs trained on every training image")
     p.add_argument("--backbone", default=None, help="backbone name or alias (rn50, vit_b16, "
                    "tiny_vit, open_clip:ViT-B-32[@<tag>], ...); default: all")
     p.add_argument("--root", default="output", help="the scripts' output folder")
@@ -299,8 +313,9 @@ def get_parser():
 def main(argv=None):
     args = get_parser().parse_args(argv)
     try:
-        if any(s < 1 for s in args.shots):
-            raise UserError("--shots must be positive (zero-shot results join every column)")
+        if any(s < 1 and s != ALL_IMAGES for s in args.shots):
+            raise UserError("--shots must be positive counts or 'all' (zero-shot results join "
+                            "every column)")
         args.backbone = canonical_backbone(args.backbone)
         methods = collect(args.root, args.dataset, args.backbone)
         all_tables = tables(methods, args.shots)

@@ -199,6 +199,9 @@ def check_executor_flags(args):
 
 
 def main(argv=None):
+    import warnings
+
+    warnings.formatwarning = lambda message, *rest, **kw: f"warning: {message}\n"
     args = get_parser().parse_args(argv)
     try:
         check_executor_flags(args)

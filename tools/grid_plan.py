@@ -68,8 +68,11 @@ def dataset_yaml(dataset):
 
 
 def is_suite(dataset):
-    """Whether a dataset config is a suite (several tasks), by its DATASET.SUITE key."""
-    return bool((dataset_yaml(dataset).get("DATASET") or {}).get("SUITE", False))
+    """Whether a dataset config is a suite (several tasks), by its DATASET.SUITE key
+    (a warning where the file still has the old '# suite' marker instead)."""
+    from toolbox.data.suite import is_suite as config_is_suite
+
+    return config_is_suite(osp.join(CONFIGS, "datasets", dataset + ".yaml"))
 
 
 def _as_list(value):
@@ -170,7 +173,7 @@ def expand(spec, data="./data", output_root="output"):
     for dataset in datasets:
         dcfg = osp.join(CONFIGS, "datasets", dataset + ".yaml")
         dyaml = dataset_yaml(dataset)
-        suite = bool((dyaml.get("DATASET") or {}).get("SUITE", False))
+        suite = is_suite(dataset)
         for backbone in backbones or [default_backbone(dataset)]:
             backbone = canonical_name(backbone)
             entry = get_backbone(backbone)
@@ -228,13 +231,12 @@ def compute_digests(runs):
     config key or value stops the grid here, before anything runs."""
     import warnings
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-    import train
     from toolbox.config import config_digest
+    from toolbox.config_pipeline import cfg_from_argv
 
     for r in runs:
-        args = train.get_parser().parse_args(["--output-dir", r.out] + r.argv)
         try:
-            r.cfg = train.setup_cfg(args)
+            r.cfg = cfg_from_argv(["--output-dir", r.out] + r.argv)
             r.digest = config_digest(r.cfg)
         except UserError as e:
             raise UserError(f"{r.out}: {one_line(e)}") from None

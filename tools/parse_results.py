@@ -24,7 +24,7 @@ from tabulate import tabulate  # noqa: E402
 
 from toolbox.errors import UserError, one_line  # noqa: E402
 from toolbox.utils import atomic_write, write_json  # noqa: E402
-from tools.results_io import fmt_mean_std, summarize_all, write_output  # noqa: E402
+from tools.results_io import ALL_IMAGES, fmt_mean_std, summarize_all, write_output  # noqa: E402
 
 COLUMNS = ["experiment", "task", "metric", "mean", "std", "seeds"]
 
@@ -40,7 +40,8 @@ def render(summaries, tablefmt="github"):
     for s in summaries:
         body = [[task, metric, fmt_mean_std(mean, std, n), n]
                 for task, metric, mean, std, n in s.rows()]
-        blocks.append(f"## {s.experiment} (seeds {', '.join(map(str, s.seeds))})\n" + tabulate(
+        shots = "; all training images" if s.shots == ALL_IMAGES else ""
+        blocks.append(f"## {s.experiment} (seeds {', '.join(map(str, s.seeds))}{shots})\n" + tabulate(
             body, headers=["task", "metric", "mean ± std", "seeds"], tablefmt=tablefmt,
             disable_numparse=True))
     return "\n\n".join(blocks)
@@ -56,7 +57,7 @@ def to_csv(summaries):
 
 
 def to_json(summaries):
-    return [{"experiment": s.experiment, "seeds": s.seeds,
+    return [{"experiment": s.experiment, "seeds": s.seeds, "shots": s.shots,
              "tasks": [{"task": t, **v} for t, v in s.tasks.items()],
              "overall": s.overall} for s in summaries]
 

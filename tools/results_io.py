@@ -13,8 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from toolbox.errors import UserError
-from toolbox.run_folder import (SEED_DIR, SETTING_DIR, describe, read_results,  # noqa: F401
-                                results_shape_problem)
+from toolbox.run_folder import (ALL_IMAGES, SEED_DIR, SETTING_DIR, describe,  # noqa: F401
+                                read_results, results_shape_problem)
 
 
 @dataclass
@@ -27,6 +27,12 @@ class Run:
     @property
     def overall(self):
         return float(self.data["overall"])
+
+    @property
+    def shots(self):
+        """results.json's shots (ALL_IMAGES: every training image), None if unrecorded."""
+        shots = self.data.get("shots")
+        return shots if isinstance(shots, int) and not isinstance(shots, bool) else None
 
     def task_values(self):
         """OrderedDict task -> (metric, value) in the dataset's task order."""
@@ -71,6 +77,23 @@ def group_runs(runs):
     return groups
 
 
+def shots_label(shots):
+    """How a shot count reads in tables: '16', or 'all' for every training image."""
+    return "all" if shots == ALL_IMAGES else str(shots)
+
+
+def experiment_shots(runs, folder_shots=None):
+    """The shots of an experiment's runs: what their results.json files record
+    (a run trained on every image says ALL_IMAGES even in a '_0shots' folder,
+    where a zero-shot run says 0), else the folder name's."""
+    recorded = {r.shots for r in runs if r.shots is not None}
+    if len(recorded) > 1:
+        raise UserError(f"the runs of {runs[0].experiment} record different shots "
+                        f"({sorted(recorded)}); one experiment folder is one setting: move "
+                        "them apart")
+    return recorded.pop() if recorded else folder_shots
+
+
 def mean_std(values, ddof=0):
     """Mean and standard deviation (ddof 0, the population std, as Dassl-based prompt-tuning papers report)."""
     values = list(values)
@@ -87,6 +110,7 @@ class Summary:
     seeds: list
     tasks: OrderedDict  # task -> dict(metric, mean, std, n)
     overall: dict  # mean, std, n: over the seeds' overall figures
+    shots: int = None  # as the runs record it (ALL_IMAGES: every training image)
 
     def rows(self):
         """(task, metric, mean, std, n) rows, the overall figure last."""
@@ -106,7 +130,8 @@ def summarize(experiment, runs, ddof=0):
         m, s = mean_std(entry.pop("values"), ddof)
         entry.update(mean=m, std=s, n=len([r for r in runs if task in r.task_values()]))
     m, s = mean_std([r.overall for r in runs], ddof)
-    return Summary(experiment, [r.seed for r in runs], tasks, dict(mean=m, std=s, n=len(runs)))
+    return Summary(experiment, [r.seed for r in runs], tasks, dict(mean=m, std=s, n=len(runs)),
+                   experiment_shots(runs))
 
 
 def summarize_all(root, ddof=0):

@@ -490,7 +490,8 @@ def backbone_of_checkpoint(path):
     return names[0]
 
 
-def create_backbone(name, pretrained="", path="", device="cpu", random_weights=False):
+def create_backbone(name, pretrained="", path="", device="cpu", random_weights=False,
+                    activation=""):
     """(model, preprocess) for backbone ``name`` (any alias) or a checkpoint
     file: a frozen fp32 model in eval mode, and {size, mean, std, interpolation}.
 
@@ -499,7 +500,7 @@ def create_backbone(name, pretrained="", path="", device="cpu", random_weights=F
     ``path``: a local checkpoint (any family) for backbone ``name``;
     ``pretrained``: an OpenCLIP tag, or ``"random"`` (any family) for the
     architecture with seeded random weights, as ``random_weights`` (benchmarks,
-    tests).
+    tests); ``activation``: MODEL.BACKBONE.ACTIVATION (clip_model.check_activation).
     """
     from . import clip_model
 
@@ -514,9 +515,9 @@ def create_backbone(name, pretrained="", path="", device="cpu", random_weights=F
     if pretrained == RANDOM:
         random_weights, pretrained = True, ""
     if entry.family == "open_clip":
-        model = clip_model.load_open_clip(entry, pretrained, path, random_weights)
+        model = clip_model.load_open_clip(entry, pretrained, path, random_weights, activation)
     else:
-        model = clip_model.load_openai_style(entry, path, random_weights)
+        model = clip_model.load_openai_style(entry, path, random_weights, activation)
     model = model.float().eval().to(device)
     for p in model.parameters():
         p.requires_grad_(False)

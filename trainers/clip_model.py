@@ -205,7 +205,62 @@ def weights_file_of(entry):
     return registry_weights_file(entry.name)
 
 
-def load_openai_style(entry, path="", random_weights=False):
+def entry_activation(entry):
+    """The activation backbone ``entry`` runs with: quick_gelu (OpenAI-style CLIPs and
+    OpenCLIP's *-quickgelu architectures) or gelu (other OpenCLIP architectures, as
+    they load a local checkpoint)."""
+    if entry.family != "open_clip":
+        return "quick_gelu"
+    cfg = _open_clip().get_model_config(entry.arch) or {}
+    return "quick_gelu" if cfg.get("quick_gelu") else "gelu"
+
+
+def _activation_twins(entry):
+    """Registered backbones of ``entry``'s architecture that run another activation."""
+    spec = entry.spec or (_open_clip_spec(entry.arch) if entry.family == "open_clip" else None)
+    if not spec:
+        return []
+    mine = entry_activation(entry)
+    twins = []
+    for name in list_backbones():
+        other = get_backbone(name)
+        if other.name == entry.name or other.family == entry.family:
+            continue
+        other_spec = other.spec or (_open_clip_spec(other.arch) if other.family == "open_clip"
+                                    else None)
+        if other_spec and _same_spec(spec, other_spec) and entry_activation(other) != mine:
+            twins.append(other.name)
+    return twins
+
+
+def check_activation(entry, path="", activation="", plain=True):
+    """MODEL.BACKBONE.ACTIVATION against backbone ``entry``. A plain state dict in
+    ``path`` (not an OpenAI TorchScript file) whose architecture is registered with
+    both activations needs it: the weights do not say which activation trained them,
+    and the other one gives other features under this backbone's name."""
+    if not activation and not (path and plain):
+        return
+    mine = entry_activation(entry)
+    if activation and activation != mine:
+        twins = _activation_twins(entry)
+        instead = (f"load these weights as {' or '.join(twins[:2])} (MODEL.BACKBONE.NAME)"
+                   if twins else "no registered backbone of this architecture runs it")
+        raise UserError(f"MODEL.BACKBONE.ACTIVATION {activation} does not fit backbone "
+                        f"{entry.name}, which runs {mine}; {instead}, or drop "
+                        "MODEL.BACKBONE.ACTIVATION")
+    if activation or not (path and plain):
+        return
+    twins = _activation_twins(entry)
+    if twins:
+        other = "gelu" if mine == "quick_gelu" else "quick_gelu"
+        raise UserError(f"MODEL.BACKBONE.PATH {path} is a plain state dict of an architecture "
+                        f"registered as {entry.name} ({mine}) and {twins[0]} ({other}), which "
+                        "the weights cannot tell apart; say which activation trained it: "
+                        f"MODEL.BACKBONE.ACTIVATION {mine} (loads as {entry.name}) or "
+                        f"MODEL.BACKBONE.ACTIVATION {other} with MODEL.BACKBONE.NAME {twins[0]}")
+
+
+def load_openai_style(entry, path="", random_weights=False, activation=""):
     """An OpenAI or tiny CLIP (``clip.model.CLIP``); every source goes through build_model."""
     from clip.model import CLIP
 
@@ -226,13 +281,16 @@ def load_openai_style(entry, path="", random_weights=False):
     if not _same_spec(spec, entry.spec):
         raise _wrong_arch(entry, path, state_dict, cache_file=weights_file_of(entry))
     try:
-        return build_model(state_dict)
+        model = build_model(state_dict)
     except (KeyError, RuntimeError, ValueError, IndexError, TypeError) as e:
         detail = " ".join(str(e).split())  # one line: the problem and the fix first
         raise UserError(f"weights for backbone '{entry.name}'{(' from ' + path) if path else ''} "
                         "do not form a CLIP model; give a CLIP weights file with "
                         f"MODEL.BACKBONE.PATH or fix MODEL.BACKBONE.NAME ({type(e).__name__}: "
                         f"{detail[:300]})") from None
+    # weights that form this CLIP: is it the activation they were trained with?
+    check_activation(entry, path, activation, plain=bool(path) and not _is_torchscript(path))
+    return model
 
 
 def _open_clip_download(entry, tag):
@@ -287,7 +345,7 @@ def _quiet_logging():
         logging.disable(old)
 
 
-def load_open_clip(entry, pretrained="", path="", random_weights=False):
+def load_open_clip(entry, pretrained="", path="", random_weights=False, activation=""):
     """An OpenCLIP model of ``entry``: random, from a tag in open_clip's cache
     (downloaded when online) or from a local checkpoint."""
     open_clip = _open_clip()
@@ -322,12 +380,13 @@ def load_open_clip(entry, pretrained="", path="", random_weights=False):
             raise UserError(f"cannot read OpenCLIP checkpoint {file} ({type(e).__name__}); the "
                             "file is damaged or not a checkpoint") from None
         raise _wrong_arch(entry, path or file, sd, "load_state_dict failed") from None
+    check_activation(entry, path, activation, plain=bool(path) and not scripted)
     return model
 
 
-def load_clip(name, path="", device="cpu", pretrained=""):
+def load_clip(name, path="", device="cpu", pretrained="", activation=""):
     """A frozen fp32 CLIP of backbone ``name`` in eval mode (see create_backbone)."""
-    return create_backbone(name, pretrained, path, device)[0]
+    return create_backbone(name, pretrained, path, device, activation=activation)[0]
 
 
 def image_resolution(model):
@@ -354,7 +413,7 @@ def embed_dim(model):
 def load_clip_from_cfg(cfg, device="cpu"):
     """Load ``MODEL.BACKBONE`` and check INPUT.SIZE matches its resolution."""
     b = cfg.MODEL.BACKBONE
-    model = load_clip(b.NAME, b.PATH, device, str(b.PRETRAINED or ""))
+    model = load_clip(b.NAME, b.PATH, device, str(b.PRETRAINED or ""), b.ACTIVATION)
     res = image_resolution(model)
     want = res if isinstance(res, tuple) else (res, res)
     if tuple(cfg.INPUT.SIZE) != tuple(want):

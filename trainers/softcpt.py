@@ -236,6 +236,12 @@ class SoftCPT(ClipTrainer):
         name = variant_name(self.settings) or "custom"
         print(f"Building SoftCPT ({name}: " + ", ".join(
             f"{k}={v}" for k, v in self.settings.items()) + f", meta net {c.META_NET})")
+        # what each task's prompt says after its context (the meta network's input): a task
+        # named e.g. "FMNIST" reads "fmnist", so say it (docs/softcpt_task_text.md)
+        print(f"SoftCPT task texts (TRAINER.SOFTCPT.TASK_INPUT {c.TASK_INPUT}; set by the "
+              "dataset's task_prompt_name / task_description):")
+        for t in self.tasks:
+            print(f"  {t.name}: \"{task_text(t, c.TASK_INPUT)}\"")
         self.prompt_learner = SoftPromptLearner(self.settings, c.META_NET, self.tasks,
                                                 clip_model, c.TASK_INPUT, c.CTX_INIT)
         self.text_encoder = TextEncoder(clip_model)

@@ -23,6 +23,7 @@ class ZeroshotCLIP(ClipTrainer):
     image_encoder = FROZEN_ENCODER  # frozen: the feature cache may serve both phases
     prec_key = "ZSCLIP"
     trains_on_images = False
+    zero_shot = True  # results.json: shots 0 (toolbox/engine/trainer.py results_shots)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

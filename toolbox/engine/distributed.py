@@ -49,6 +49,14 @@ def is_main_process():
     return get_rank() == 0
 
 
+def launched_rank():
+    """This process's rank as torchrun's environment says, before (or without) joining
+    the process group: 0 for a plain ``python train.py``."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return 0
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def init_from_env(use_cuda=True):
     """Join the process group torchrun describes in the environment; a no-op for a
     plain ``python train.py``. Returns the world size."""

@@ -6,6 +6,7 @@ epochs, logging, TensorBoard, atomic checkpoints with RNG state (so a resumed
 run continues exactly), best-val selection and per-task results.json.
 """
 import datetime
+import math
 import os.path as osp
 import time
 from collections import OrderedDict
@@ -17,8 +18,10 @@ from ..config import canonical_backbone, config_digest
 from ..data import DataManager
 from ..errors import UserError
 from ..evaluation import build_evaluator
+from ..evaluation.evaluator import nan_accuracy_message
 from . import distributed as ddp
-from ..run_folder import remove_temp_files, saved_backbone, write_results
+from ..run_folder import (ALL_IMAGES, remove_temp_files, results_shots,  # noqa: F401
+                          saved_backbone, shots_text, write_results)
 from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
                      mkdir_if_missing, progress, prune_checkpoints, save_checkpoint,
                      set_rng_state)
@@ -26,6 +29,10 @@ from ..utils import (AverageMeter, MetricMeter, get_rng_state, load_checkpoint,
 
 class TrainerBase:
     """Model registry, checkpoints and the epoch loop."""
+
+    # True for a trainer that never looks at training images (zero-shot CLIP): for it
+    # DATASET.NUM_SHOTS 0 means zero-shot, for the others every training image
+    zero_shot = False
 
     def __init__(self):
         self._models = OrderedDict()
@@ -479,6 +486,10 @@ class SimpleTrainer(TrainerBase):
         cfg = self.cfg
         per_task = [{k: v for k, v in r.items() if k != "per_class"}
                     for r in self.evaluator.per_task]
+        bad = [r["task"] for r in per_task if not math.isfinite(float(r["value"]))]
+        if bad or not math.isfinite(float(results["accuracy"])):
+            # never a results.json that tables would show as 'nan ± nan'
+            raise UserError(nan_accuracy_message(bad))
         out = OrderedDict(
             dataset=cfg.DATASET.NAME, trainer=cfg.TRAINER.NAME,
             backbone=canonical_backbone(cfg),  # canonical (NAME holds clip's spelling)
@@ -486,7 +497,9 @@ class SimpleTrainer(TrainerBase):
             # the output folder is <backbone>[@<tag>]_<schedule> (tools/grid.py)
             backbone_pretrained=str(cfg.MODEL.BACKBONE.PRETRAINED or ""),
             backbone_path=cfg.MODEL.BACKBONE.PATH,
-            shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED,
+            # NUM_SHOTS 0 is every training image (-1, ALL_IMAGES) for a trained model;
+            # 0 means zero-shot only for a trainer that never sees a training image
+            shots=results_shots(cfg.DATASET.NUM_SHOTS, self.zero_shot), seed=cfg.SEED,
             subsample_classes=cfg.DATASET.SUBSAMPLE_CLASSES, split="test",
             epoch=getattr(self, "model_epoch", None),  # of the weights tested
             overall=results["accuracy"], overall_is="unweighted mean of per-task metrics",

@@ -11,10 +11,19 @@ import torch
 from tabulate import tabulate
 
 from ..data.tasks import TaskInfo
+from ..errors import UserError
 from ..metrics.per_task import mask_to_own_task, task_scores
 from ..utils.registry import Registry
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
+
+
+def nan_accuracy_message(tasks, n_nan=None, n=None):
+    """The one line for an evaluation whose model outputs (or accuracy) are NaN."""
+    count = f"{n_nan} of {n} test outputs are NaN, " if n_nan is not None else ""
+    return (f"the evaluation gave a NaN accuracy ({count}task(s) {', '.join(tasks) or '?'}); "
+            "check for a diverged training (lower OPTIM.LR), fp16 overflow (the trainer's PREC: "
+            "amp or fp32) and that every task has test images; no results.json was written")
 
 
 class EvaluatorBase:
@@ -47,6 +56,7 @@ class Classification(EvaluatorBase):
         self._y_true = []
         self._y_pred = []
         self._task = []
+        self._nan = []
 
     def process(self, mo, gt, task=None):
         """``mo``: logits over all global classes (batch, num_classes)."""
@@ -54,6 +64,8 @@ class Classification(EvaluatorBase):
             task = torch.zeros_like(gt)
         if len(self.tasks) > 1:
             mo = mask_to_own_task(mo.float(), task.to(mo.device), self.tasks)
+        # a NaN logit makes argmax pick an arbitrary class: counted, refused in evaluate()
+        self._nan.extend(torch.isnan(mo.float()).any(1).cpu().tolist())
         pred = mo.max(1)[1]
         self._y_true.extend(gt.cpu().tolist())
         self._y_pred.extend(pred.cpu().tolist())
@@ -63,6 +75,10 @@ class Classification(EvaluatorBase):
         y_true = np.asarray(self._y_true)
         y_pred = np.asarray(self._y_pred)
         tasks_of = np.asarray(self._task)
+        nan = np.asarray(self._nan, dtype=bool)
+        if nan.any():
+            names = [t.name for i, t in enumerate(self.tasks) if (nan & (tasks_of == i)).any()]
+            raise UserError(nan_accuracy_message(names, int(nan.sum()), len(nan)))
         self.per_task = []
         for t_idx, t in enumerate(self.tasks):
             sel = tasks_of == t_idx

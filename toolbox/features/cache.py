@@ -18,6 +18,7 @@ Problems never stop a run: a damaged store is reported in one warning and
 rebuilt; a folder that cannot be written is reported in one warning and the
 run goes on without the cache.
 """
+import glob
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from .store import SUFFIX, DamagedStore, atomic_write_bytes, read_store, write_store
+from .store import SUFFIX, TMP_PREFIX, DamagedStore, atomic_write_bytes, read_store, write_store
 
 DEFAULT_FOLDER = ".feature_cache"
 BACKBONE_FILE = "backbone.json"
@@ -82,6 +83,20 @@ def image_entry(path):
     return (osp.abspath(path), int(st.st_size), int(st.st_mtime_ns))
 
 
+def remove_dead_temp_files(path):
+    """Delete the temp files of earlier writes of store ``path`` (killed runs).
+
+    Only the holder of the store's lock writes it, and the caller holds it, so
+    every ``.tmp-<store>-*`` file there was left by a writer that is gone."""
+    pattern = osp.join(glob.escape(osp.dirname(path)), glob.escape(TMP_PREFIX + osp.basename(path))
+                       + "-*")
+    for tmp in glob.glob(pattern):
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+
+
 class FeatureCache:
     """Features of one backbone under one evaluation transform, precision and
     device kind; ``features()`` returns cached rows and computes the rest."""
@@ -131,11 +146,29 @@ class FeatureCache:
                               stacklevel=3)
             damaged.add(path)
             return {}, None
-        if head.get("dim") and head["transform"] != self.transform:
-            # a hash collision of the transform text would land here; never reuse
+        foreign = self._foreign(head, path)
+        if foreign:
+            # a store copied or moved here from another backbone, task, split or transform
+            # (or a hash collision of the transform text): never served, rebuilt
+            if path not in damaged:
+                warnings.warn(f"feature cache file {path} holds features of another {foreign}; "
+                              "rebuilding it", stacklevel=3)
+            damaged.add(path)
             return {}, None
         index = {p: (s, m, i) for i, (p, s, m) in enumerate(head["entries"])}
         return index, feats
+
+    def _foreign(self, head, path):
+        """What of the store's header differs from what ``path`` stands for ('' if nothing)."""
+        want = self._header(head.get("task"), head.get("split"))
+        for key in ("backbone", "weights_sha256", "transform", "precision", "device"):
+            if head.get(key) != want[key]:
+                return f"{key} ({str(head.get(key))[:40]!s})"
+        task, split = head.get("task"), head.get("split")
+        if not isinstance(task, str) or not isinstance(split, str) or \
+                self.store_path(task, split) != path:
+            return f"task/split ({task}/{split})"
+        return ""
 
     def features(self, items, split, task_names, encode):
         """Features (len(items), dim) float32 of ``items`` (Datum list) in order,
@@ -208,6 +241,7 @@ class FeatureCache:
             if not self.writable:
                 return
             try:
+                remove_dead_temp_files(path)
                 write_store(path, self._header(task, split), ents, np.stack(rows))
             except OSError as e:
                 self._warn_unwritable(e)

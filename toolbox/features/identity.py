@@ -29,6 +29,8 @@ def file_sha256(path, memo_dir=None):
                 memo = json.load(f)
         except (OSError, ValueError):
             memo = {}
+        if not isinstance(memo, dict):  # damaged (e.g. a list): rebuilt like a missing one
+            memo = {}
     hit = memo.get(path)
     if isinstance(hit, dict) and hit.get("stamp") == stamp and isinstance(hit.get("sha256"), str):
         return hit["sha256"]

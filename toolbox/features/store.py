@@ -3,9 +3,10 @@ task, split, evaluation transform, precision, device kind), one row per image.
 
 A file is ``MAGIC``, an 8-byte little-endian header length, a JSON header and
 the float32 payload (rows x dim). The header names every row's image (path,
-size, mtime in ns) and holds the payload's length and SHA-256, so a truncated
-or altered file is detected on reading (``DamagedStore``) instead of giving a
-wrong feature. Files are written through a temp file in the same folder and
+size, mtime in ns) and holds the payload's length and SHA-256, and a SHA-256 of
+the header itself (so rows whose paths were moved are caught too), so a
+truncated or altered file is detected on reading (``DamagedStore``) instead of
+giving a wrong feature. Files are written through a temp file in the same folder and
 renamed into place, with the mode the user's umask gives a new file.
 """
 import hashlib
@@ -20,6 +21,8 @@ import numpy as np
 MAGIC = b"FEATSTR1"
 SUFFIX = ".feat"
 TMP_PREFIX = ".tmp-"
+VERSION = 2  # 2: the header carries its own checksum (HEADER_SUM)
+HEADER_SUM = "header_sha256"
 
 
 class DamagedStore(Exception):
@@ -69,12 +72,20 @@ def write_store(path, header, entries, feats):
     if feats.ndim != 2 or feats.shape[0] != len(entries):
         raise ValueError(f"{feats.shape} features for {len(entries)} images")
     payload = memoryview(feats).cast("B")
-    head = dict(header, version=1, n=int(feats.shape[0]), dim=int(feats.shape[1]),
+    head = dict(header, version=VERSION, n=int(feats.shape[0]), dim=int(feats.shape[1]),
                 dtype="float32", payload_bytes=payload.nbytes,
                 payload_sha256=hashlib.sha256(payload).hexdigest(),
                 entries=[list(e) for e in entries])
+    head[HEADER_SUM] = header_sha256(head)
     blob = json.dumps(head, separators=(",", ":")).encode()
     atomic_write_bytes(path, [MAGIC, struct.pack("<Q", len(blob)), blob, payload])
+
+
+def header_sha256(head):
+    """SHA-256 of a header's fields (all but the checksum itself), in a canonical form."""
+    fields = {k: v for k, v in head.items() if k != HEADER_SUM}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
 
 
 def read_header(path):
@@ -97,6 +108,10 @@ def _read_header(f, size):
             raise ValueError("inconsistent header")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise DamagedStore(f"unreadable header ({type(e).__name__})") from None
+    if HEADER_SUM not in head:
+        raise DamagedStore("written by an older version, without a header checksum")
+    if head[HEADER_SUM] != header_sha256(head):
+        raise DamagedStore("header checksum mismatch (its image rows or keys were edited)")
     if size != expected:
         raise DamagedStore(f"size {size} bytes, the header says {expected}")
     return head, len(MAGIC) + 8 + n_head

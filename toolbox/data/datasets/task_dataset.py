@@ -59,7 +59,7 @@ class TaskDataset(DatasetBase):
             train, val, test = self.read_split(self.split_path, self.image_dir)
         train, val, test = (self.rename_items(x) for x in (train, val, test))
         if not made:
-            self.check_split_classnames(train + val + test)
+            self.check_split_classnames(train + val + test, self.split_path)
         self.check_num_classes(train + val + test)
         if made and TaskDataset.save_made_splits:
             try:
@@ -138,10 +138,15 @@ class TaskDataset(DatasetBase):
                    if osp.isdir(osp.join(self.image_dir, f))]
         return [self.readable(clean_classname(f)) for f in folders]
 
-    def check_split_classnames(self, items):
+    def check_split_classnames(self, items, split_path=None):
         """A split file saved earlier must name the classes as the dataset code
-        does now (it keeps the names it was made with)."""
+        does now (it keeps the names it was made with). Without a class list
+        (an adapter with its own ``read_items`` / ``make_split``), a split file
+        this toolbox made (it records "classnames") is checked against what
+        ``make_split`` yields now."""
         expected = self.code_classnames()
+        if expected is None:
+            expected = self._classnames_made_now(split_path)
         if expected is None:
             return
         found = self.classnames_by_label(items)
@@ -161,6 +166,23 @@ class TaskDataset(DatasetBase):
         raise UserError(f"{self.name()}: split file {self.split_path} was made by an older "
                         f"version of the dataset code ({detail}); delete {self.split_path} "
                         "(and its few-shot caches are redrawn) to make it again")
+
+    def _classnames_made_now(self, split_path):
+        """Class names by label of a split made now (None: not checkable: a CoOp
+        split file, or the files the split is made from are gone)."""
+        from ...utils import read_json
+
+        if not split_path:
+            return None
+        try:
+            recorded = read_json(split_path).get("classnames")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not isinstance(recorded, list) or any(
+                not osp.exists(osp.join(self.dataset_dir, p)) for p in type(self).split_sources):
+            return None
+        train, val, test = self.make_split()
+        return self.classnames_by_label(self.rename_items(train + val + test))
 
     def check_num_classes(self, items):
         """Labels must be 0..n-1 with n the published class count."""
