@@ -176,11 +176,14 @@ def test_commands_name_existing_tools_flags_scripts_and_arguments(page, method_n
     bad = []
     for argv in commands(text):
         if argv[0] in ("python", "python3", "torchrun") and len(argv) > 1:
-            script = next((a for a in argv[1:] if a.endswith(".py")), None)
+            # the last .py is the program whose flags follow it (a launcher such as
+            # torchrun or tools/torchrun.py takes its own flags before it)
+            script = next((a for a in reversed(argv[1:]) if a.endswith(".py")), None)
             if script is None or PLACEHOLDER.search(script) or script in example_paths(text):
                 continue
-            if not exists(script):
-                bad.append(f"no file {script}")
+            missing = [a for a in argv[1:] if a.endswith(".py") and not exists(a)]
+            if missing:
+                bad += [f"no file {a}" for a in missing]
                 continue
             if not osp.exists(osp.join(ROOT, script)):
                 continue  # pending on main
