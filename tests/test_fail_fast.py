@@ -26,7 +26,7 @@ COOP = "configs/trainers/CoOp/tiny_vit_ep10.yaml"
 # ---- --resume into a folder whose checkpoint pointer names a missing file -----------------
 
 def test_resume_with_a_pointer_to_a_missing_checkpoint_is_one_line(demo_root, tmp_path):
-    from toolbox.engine.trainer import check_run_folder
+    from toolbox.run_folder import check_run_folder
 
     out = tmp_path / "run"
     (out / "prompt_learner").mkdir(parents=True)

@@ -110,7 +110,8 @@ def bench_cfg(method, args):
     _, config_file, _ = resolve_config(s.trainer, s.config)
     opts = [*s.opts, "USE_CUDA", args.device == "cuda", "MODEL.BACKBONE.NAME", args.arch,
             "MODEL.BACKBONE.PRETRAINED", "random", "MODEL.BACKBONE.PATH", "",
-            "DATALOADER.TRAIN_X.BATCH_SIZE", args.batch, "VERBOSE", False]
+            "DATALOADER.TRAIN_X.BATCH_SIZE", args.batch, "VERBOSE", False,
+            *(getattr(args, "opts", None) or [])]
     key = getattr(TRAINER_REGISTRY.get(s.trainer), "prec_key", None)
     if key:
         opts += [f"TRAINER.{key}.PREC", args.prec]
@@ -193,6 +194,13 @@ def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def extra_modes():
+    """The method benchmarks of benchmarks/ ({mode: module})."""
+    from benchmarks import modes
+
+    return modes()
+
+
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--arch", nargs="+", default=["vit_b16"],
@@ -207,13 +215,21 @@ def get_parser():
                    help="METHOD[:VARIANT] ... (python tools/methods.py; default: the "
                    "comparison's methods that train)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--opts", nargs="+", default=[], help="KEY VALUE config overrides for every "
+                   "timed method (e.g. a method's activation-checkpointing key)")
     p.add_argument("--prec", default="fp16", help="PREC on CUDA (fp16 amp bf16 fp32); CPU: fp32")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     # --mode cache (tools/bench_cache.py)
-    p.add_argument("--mode", default="train", choices=("train", "cache", "ddp-text", "grid"),
+    extra = extra_modes()
+    p.add_argument("--mode", default="train",
+                   choices=("train", "cache", "ddp-text", "grid") + tuple(extra),
                    help="train: training steps per method; cache: the feature cache; "
                    "ddp-text: class prompts split over DDP ranks (tools/bench_ddp.py); "
-                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py)")
+                   "grid: a demo grid with 1 and --workers workers (tools/bench_grid.py)"
+                   + "".join(f"; {m}: {mod.HELP}" for m, mod in extra.items()))
+    for mod in extra.values():
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(p)
     p.add_argument("--workers", type=int, default=2, help="grid: workers of the parallel grid")
     p.add_argument("--grid-epochs", type=int, default=10, help="grid: OPTIM.MAX_EPOCH")
     p.add_argument("--nproc", type=int, default=2, help="ddp-text: gloo processes")
@@ -264,6 +280,9 @@ def main(argv=None):
         if len(archs) > 1:
             raise SystemExit(f"error: --mode {args.mode} times one backbone; give one --arch")
         args.arch = archs[0]
+    extra = extra_modes()
+    if args.mode in extra:
+        return extra[args.mode].run(args)
     if args.mode == "grid":
         from tools.bench_grid import grid_bench
 
@@ -294,7 +313,7 @@ def main(argv=None):
                    "--tasks", str(args.tasks), "--classes", str(args.classes),
                    "--batch", str(args.batch), "--steps", str(args.steps),
                    "--device", args.device, "--prec", args.prec,
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads)] + (["--opts", *args.opts] if args.opts else [])
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                                   env=dict(os.environ, PYTHONWARNINGS="ignore",
                                            OMP_NUM_THREADS=str(args.threads),
@@ -303,8 +322,8 @@ def main(argv=None):
                 raise SystemExit(f"error: {method} on {arch} failed:\n{proc.stderr[-2000:]}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             base_ms.setdefault(method, r["ms_per_step"])
-            decl, variant, _ = method_setting(method, arch, args.tasks)
-            row = [decl.table_label(variant)]
+            decl, _, setting = method_setting(method, arch, args.tasks)
+            row = [decl.table_label(setting.variant)]
             if len(archs) > 1:
                 row += [arch, f"{r['ms_per_step'] / base_ms[method]:.2f}"]
             rows.append(row + [

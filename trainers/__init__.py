@@ -7,10 +7,13 @@ toolbox/methods.py) and, with a module-level ``extend_cfg(cfg)``, its config gro
 """
 import importlib
 import pkgutil
+import warnings
 
-_MODULES = [importlib.import_module(f"{__name__}.{info.name}")
-            for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)
-            if not info.name.startswith("_")]
+with warnings.catch_warnings():  # openai-clip imports the deprecated pkg_resources
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    _MODULES = [importlib.import_module(f"{__name__}.{info.name}")
+                for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)
+                if not info.name.startswith("_")]
 
 
 def extend_cfg(cfg):

@@ -168,7 +168,7 @@ class TaskDataset(DatasetBase):
                         "(and its few-shot caches are redrawn) to make it again")
 
     def _classnames_made_now(self, split_path):
-        """Class names by label of a split made now (None: not checkable: a CoOp
+        """Class names by label of a split made now (None: not checkable: an upstream
         split file, or the files the split is made from are gone)."""
         from ...utils import read_json
 
