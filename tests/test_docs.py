@@ -98,8 +98,12 @@ def commands(text):
 
 
 def tool_flags(tool):
-    """Every '--flag' string in a tool's source and in the tools/ modules it names."""
+    """Every '--flag' string in a tool's source and in the tools/ modules it names (for
+    tools/bench.py also the benchmarks/ modules, which it finds by name at run time)."""
     src = read(tool)
+    if tool == "tools/bench.py":
+        src += "".join(read(osp.relpath(p, ROOT))
+                       for p in glob.glob(osp.join(ROOT, "benchmarks", "*.py")))
     for other in glob.glob(osp.join(ROOT, "tools", "*.py")):
         name = osp.splitext(osp.basename(other))[0]
         if name != osp.splitext(osp.basename(tool))[0] and re.search(rf"\b{name}\b", src):
