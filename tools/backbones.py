@@ -21,7 +21,19 @@ if ROOT not in sys.path:
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from toolbox.errors import UserError, one_line  # noqa: E402
-from trainers import backbones as bb  # noqa: E402
+
+
+class _Backbones:
+    """trainers.backbones, imported on first use (it imports torch and the trainers):
+    --help answers at once."""
+
+    def __getattr__(self, name):
+        import importlib
+
+        return getattr(importlib.import_module("trainers.backbones"), name)
+
+
+bb = _Backbones()
 
 
 def weights_status(entry):

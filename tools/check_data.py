@@ -27,11 +27,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import datasets  # noqa: E402,F401  (registers the datasets)
 from tabulate import tabulate  # noqa: E402
-from toolbox.config_pipeline import cfg_from_argv  # noqa: E402
-from toolbox.data.datasets.check import check_data  # noqa: E402
-from toolbox.data.datasets.task_dataset import TaskDataset  # noqa: E402
 from toolbox.errors import UserError, one_line  # noqa: E402
 
 
@@ -64,6 +60,9 @@ def get_parser():
 
 
 def setup_cfg(args):
+    import datasets  # noqa: F401  (registers the datasets)
+    from toolbox.config_pipeline import cfg_from_argv
+
     """The config of train.py's pipeline (toolbox/config_pipeline.py) for these paths
     and overrides, with full splits (no few-shot draw, so no few-shot cache is written);
     the backbone is reported on (backbone_report), not required."""
@@ -167,6 +166,10 @@ def method_config(args):
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
+    # (imported here: --help answers without importing torch)
+    from toolbox.data.datasets.check import check_data
+    from toolbox.data.datasets.task_dataset import TaskDataset
+
     try:
         if args.method:
             method_config(args)
