@@ -286,7 +286,7 @@ def test_nan_accuracy_is_a_user_error_and_no_results_json(demo_root, tmp_path):
 def test_all_images_run_is_labelled_all_not_zero_shot(tmp_path, capsys):
     from tests.test_results_tools import write_run
     from tools import compare, parse_results
-    from toolbox.engine.trainer import ALL_IMAGES, results_shots
+    from toolbox.run_folder import ALL_IMAGES, results_shots
 
     assert results_shots(0, zero_shot=False) == ALL_IMAGES == -1
     assert results_shots(0, zero_shot=True) == 0 and results_shots(4, zero_shot=False) == 4
