@@ -35,6 +35,9 @@ TINY = {
     "SoftCPT": "configs/trainers/SoftCPT/tiny_vit_ep10.yaml",
     "DualViewMI": "configs/trainers/DualViewMI/tiny_vit_ep10.yaml",
     "KgCoOp": "configs/trainers/KgCoOp/tiny_vit_ep10.yaml",
+    "ProGrad": "configs/trainers/ProGrad/tiny_vit_ep10.yaml",
+    "PLOT": "configs/trainers/PLOT/tiny_vit_ep10.yaml",  # caches tokens, not pooled features
+    "ProtoNet": "configs/trainers/ProtoNet/tiny_vit.yaml",
 }
 DEMO = "configs/datasets/demo.yaml"
 ENCODED = re.compile(r"Image features \((\w+)\): (\d+) from the cache, (\d+) encoded")
@@ -90,7 +93,7 @@ def test_every_trainer_evaluates_identically_cold_warm_and_disabled(data_root, t
                                                                     capsys, name):
     tasks = "['DemoDigit', 'DemoParity']"
     trainer = build(data_root, tmp_path / "cache", name, tasks=tasks)
-    if name == "LinearProbeCLIP":
+    if name in ("LinearProbeCLIP", "ProtoNet"):
         trainer.fit()
     if name == "CoCoOp":  # prompts per image: every 20th test image of both tasks (fast)
         from toolbox.data.data_manager import build_data_loader
@@ -170,6 +173,7 @@ def _results(out):
 @pytest.mark.parametrize("name,extra", [
     ("ZeroshotCLIP", []),
     ("LinearProbeCLIP", ["TRAINER.LINEAR_PROBE.C", "1.0"]),  # val features are still read
+    ("ProtoNet", []),  # prototypes from the train split's cached features
     ("CoOp", ["OPTIM.MAX_EPOCH", "2", "TEST.FINAL_MODEL", "best_val"]),
 ])
 def test_train_py_results_identical_cold_warm_disabled(data_root, tmp_path, name, extra):
@@ -196,7 +200,7 @@ def test_train_py_results_identical_cold_warm_disabled(data_root, tmp_path, name
         n_val = counts(log_cold, "val")[1]
         assert n_val > 0 and counts(log_cold, "val") == (n_val, n_val)
         assert counts(log_warm, "val") == (2 * n_val, 0)
-    if name == "LinearProbeCLIP":
+    if name in ("LinearProbeCLIP", "ProtoNet"):
         assert counts(log_warm, "train")[1] == 0 and counts(log_warm, "val")[1] == 0
 
 

@@ -19,7 +19,8 @@ from .errors import UserError, one_line, yaml_error
 _DECLARED = False
 
 
-def get_parser(description="Train or evaluate a trainer on a dataset (flags as in the Dassl-based upstream train.py)."):
+def get_parser(description="Train or evaluate a trainer on a dataset (flags as in the "
+                            "Dassl-based upstream train.py)."):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--root", type=str, default="", help="path to the datasets ($DATA)")
     p.add_argument("--output-dir", type=str, default="", help="output directory")

@@ -118,6 +118,8 @@ def backbone_report(cfg):
     if path is None:
         if entry.family == "tiny":
             return True, f"backbone {entry.name}: built in (no weights file)"
+        if str(b.PRETRAINED or "") == backbones.RANDOM:
+            return True, f"backbone {entry.name}: seeded random weights (none to load)"
         return False, (f"backbone {entry.name}: weights {b.PRETRAINED} not in the open_clip "
                        "cache; download them on a machine with internet or set "
                        "MODEL.BACKBONE.PATH")

@@ -307,6 +307,8 @@ def get_parser():
     p.add_argument("--plot", help="write the accuracy-vs-shots plot to this PNG file")
     p.add_argument("--csv", help="also write the tables as CSV to this file")
     p.add_argument("--format", default="github", help="tabulate table format")
+    p.add_argument("--reference", help="also print published figures beside ours "
+                   "(tools/reference.py: a file of tools/reference_data/ without .yaml)")
     return p
 
 
@@ -325,6 +327,10 @@ def main(argv=None):
             raise UserError(f"no results for shots {args.shots} of {args.dataset}; found "
                             f"{sorted({s for b in methods.values() for s in b})}")
         print(render(all_tables, args.format))
+        if args.reference:  # tools/reference.py: the paper's figures beside ours
+            from tools.reference import render as reference_table
+            print("\n" + reference_table(args.root, args.reference, [args.dataset],
+                                          args.backbone, args.shots, args.format))
         if args.csv:
             write_output(args.csv, lambda: atomic_write(args.csv, lambda f: f.write(
                 to_csv(all_tables))), "--csv")

@@ -3,6 +3,7 @@
     python tools/protocols.py base2new [--root output]   # base, new, HM per dataset + average
     python tools/protocols.py xd [--root output]         # source and each target dataset
     python tools/protocols.py dg [--root output]         # source and each shifted domain
+    python tools/protocols.py base2new --reference base2new  # and the published peers
 
 Reads the layout written by scripts/protocols.sh. Figures are means over the
 seeds found; the harmonic mean of an average row is taken of the averaged
@@ -93,8 +94,9 @@ def fmt(value):
     return "-" if value is None else f"{value:.2f}"
 
 
-def render(protocol, root, tablefmt="github"):
-    """The protocol's tables as text."""
+def render(protocol, root, tablefmt="github", reference=None):
+    """The protocol's tables as text (with ``reference``: the published base-to-new
+    peers beside ours, tools/reference.py)."""
     check_choice("protocol", protocol, PROTOCOLS)
     out = []
     if protocol == "base2new":
@@ -114,6 +116,12 @@ def render(protocol, root, tablefmt="github"):
         raise UserError(f"no {protocol} results under {root}; run the protocol scripts "
                         f"(scripts/<method>/{'base2new' if protocol == 'base2new' else 'xd'}"
                         "_train.sh ...) first or point --root at their output folder")
+    if reference:
+        if protocol != "base2new":
+            raise UserError(f"--reference covers base2new only (no published {protocol} "
+                            "table is stored)")
+        from tools.reference import base2new_reference
+        out.append(base2new_reference(base2new_rows(root), reference, tablefmt))
     return "\n\n".join(out)
 
 
@@ -122,13 +130,15 @@ def get_parser():
     p.add_argument("protocol", choices=PROTOCOLS)
     p.add_argument("--root", default="output", help="OUT_ROOT of the protocol scripts")
     p.add_argument("--format", default="github", help="tabulate table format")
+    p.add_argument("--reference", help="print published figures beside ours (a file of "
+                   "tools/reference_data/, e.g. base2new)")
     return p
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
     try:
-        print(render(args.protocol, args.root, args.format))
+        print(render(args.protocol, args.root, args.format, args.reference))
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)

@@ -31,6 +31,15 @@ def accepts_features(fn):
     return fn
 
 
+def stored_kind(trainer):
+    """What a trainer's cached rows hold, appended to the cache key: "" for the
+    pooled image feature (the keys of existing caches stay as they were), else
+    e.g. PLOT's flattened per-position tokens (``feature_kind`` on the trainer),
+    so pooled features and tokens never mix."""
+    kind = getattr(trainer, "feature_kind", "")
+    return f"; stored: {kind}" if kind else ""
+
+
 def build_cache(trainer):
     """The trainer's FeatureCache, or None (disabled, or no exact transform)."""
     cfg = trainer.cfg
@@ -48,7 +57,8 @@ def build_cache(trainer):
                                  weights_file_for_cfg(cfg), trainer.clip_model,
                                  memo_dir=directory)
     kind = trainer.device.type
-    return FeatureCache(directory, identity, text, effective_precision(kind, trainer.prec), kind)
+    return FeatureCache(directory, identity, text + stored_kind(trainer),
+                        effective_precision(kind, trainer.prec), kind)
 
 
 def encoder(trainer, items, tfm, progress=False, dataset_wrapper=None, desc="Encoding images"):
@@ -163,6 +173,7 @@ def train_view_features(trainer, items, n_views):
     seed = cfg.SEED
     eval_cache = trainer.feature_cache
     text = views_description(tfm, seed)
+    text = text + stored_kind(trainer) if text is not None else None
     cache = None
     if eval_cache is not None and text is not None:
         cache = FeatureCache(eval_cache.dir, eval_cache.identity, text, eval_cache.precision,
