@@ -188,6 +188,10 @@ _C.DATALOADER.TEST.BATCH_SIZE = 32  # val/test batch size (1 or more)
 ###########################
 _C.MODEL = CN()
 _C.MODEL.INIT_WEIGHTS = ""  # weights for a Dassl backbone; kept for Dassl compatibility; no effect
+# Run folders whose trainable weights (best-val checkpoint, else the last) initialise this
+# run, averaged over the folders (MVLPT's source-to-target prompt initialisation; see
+# trainers/transfer_init.py and tools/transfer.py). []: none.
+_C.MODEL.INIT_FROM = []
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = ""  # registered backbone (python tools/backbones.py): rn50, vit_b16, open_clip:ViT-B-32, tiny_vit, ...
 _C.MODEL.BACKBONE.PRETRAINED = ""  # OpenCLIP weights tag (e.g. laion2b_s34b_b79k)
@@ -378,6 +382,7 @@ IDENTITY_BASELINE = osp.join(osp.dirname(osp.abspath(__file__)), "identity_basel
 NEUTRAL_VALUES = {
     "FEATURE_CACHE.TRAIN_VIEWS": 0,  # 0: train on images, as every run before it
     "MODEL.BACKBONE.ACTIVATION": "",  # "": the activation the backbone name implies
+    "MODEL.INIT_FROM": [],  # []: no initialisation from other runs
 }
 
 

@@ -19,6 +19,14 @@ with the batch size given here.
     python tools/bench.py --mode grid --grid-methods METHOD METHOD --grid-seeds 1 2 \
         --grid-shots 4 --workers 2 --threads 1
 
+``--input features`` times the step on cached image features (what
+FEATURE_CACHE.TRAIN_VIEWS feeds a frozen-encoder trainer) instead of images; methods
+that cannot train on features are refused. With several methods, each row's time and
+memory are also given relative to the first method's (measured in the same run):
+
+    python tools/bench.py --arch vit_b16 --tasks 1 --classes 100 --methods BASE OTHER \
+        --input features --shots 16
+
 ``--mode cache`` times the frozen-feature cache instead (cache_bench): one
 evaluation pass over image files on disk with the cache off, cold and warm,
 training epochs on images and on FEATURE_CACHE.TRAIN_VIEWS views, then a
@@ -88,6 +96,32 @@ def method_setting(entry, arch, tasks=1, shots=16):
     return m, variant, m.setting(ctx, variant)
 
 
+def synthetic_items(tasks, shots):
+    """``shots`` training items per class without images (for trainers that build a
+    structure over the training set at build time, e.g. a key-value cache)."""
+    from toolbox.data.datasets import Datum
+
+    return [Datum(impath="", label=t.offset + c, task=i)
+            for i, t in enumerate(tasks) for c in range(t.num_classes) for _ in range(shots)]
+
+
+def synthetic_training_views():
+    """The feature cache's training views as random unit features (the bench has no
+    images): a trainer reading them at build time gets their shape and cost."""
+    import torch
+    import torch.nn.functional as F
+
+    from trainers import feature_cache
+    from trainers.clip_model import embed_dim
+
+    def random_views(trainer, items, n_views):
+        g = torch.Generator().manual_seed(0)
+        feats = torch.randn(n_views, len(items), embed_dim(trainer.clip_model), generator=g)
+        return F.normalize(feats, dim=-1)
+
+    feature_cache.train_view_features = random_views
+
+
 def synthetic_tasks(n_tasks, n_classes):
     from toolbox.data.tasks import TaskInfo
 
@@ -111,6 +145,7 @@ def bench_cfg(method, args):
     opts = [*s.opts, "USE_CUDA", args.device == "cuda", "MODEL.BACKBONE.NAME", args.arch,
             "MODEL.BACKBONE.PRETRAINED", "random", "MODEL.BACKBONE.PATH", "",
             "DATALOADER.TRAIN_X.BATCH_SIZE", args.batch, "VERBOSE", False,
+            "SEED", 0,  # fixed (recipes with FEATURE_CACHE.TRAIN_VIEWS need one)
             *(getattr(args, "opts", None) or [])]
     key = getattr(TRAINER_REGISTRY.get(s.trainer), "prec_key", None)
     if key:
@@ -136,14 +171,22 @@ def build_bench_trainer(method, args):
     tasks = synthetic_tasks(args.tasks, args.classes)
     cls = TRAINER_REGISTRY.get(method_setting(method, args.arch, args.tasks)[2].trainer)
 
+    from toolbox.methods import image_encoder_of
+
     class Bench(cls):
+        image_encoder = image_encoder_of(cls)  # the trainer's own (contracts are not inherited)
+
         def build_data_loader(self):  # synthetic tasks instead of a dataset
             self.tasks = tasks
             self.num_classes = sum(t.num_classes for t in tasks)
             self.lab2cname = {i: c for i, c in enumerate(c for t in tasks for c in t.classnames)}
             self.train_loader_x = self.val_loader = self.test_loader = None
             self.dm = SimpleNamespace(dataset=SimpleNamespace(
-                classnames=list(self.lab2cname.values()), tasks=tasks))
+                classnames=list(self.lab2cname.values()), tasks=tasks,
+                train_x=synthetic_items(tasks, args.shots), val=[], test=[]),
+                tfm_train=None, tfm_test=None)
+
+    synthetic_training_views()
 
     cfg = bench_cfg(method, args)
     trainer = Bench(cfg)
@@ -163,12 +206,22 @@ def worker(args):
                    for p in trainer._models[n].parameters() if p.requires_grad)
     g = torch.Generator().manual_seed(0)
     res = tuple(cfg.INPUT.SIZE)
+    features = args.input == "features"
+    if features:
+        from trainers.clip_model import embed_dim
+
+        if not type(trainer).trains_on_features():
+            raise SystemExit(f"error: {args.worker} does not train on cached image features "
+                             "(it trains or prompts its image encoder); drop --input features")
+        trainer._on_features = True  # batches hold features, as FEATURE_CACHE.TRAIN_VIEWS's
+        dim = embed_dim(trainer.clip_model)
 
     def batch():
         task = torch.randint(args.tasks, (args.batch,), generator=g)
         label = task * args.classes + torch.randint(args.classes, (args.batch,), generator=g)
-        return {"img": torch.randn(args.batch, 3, *res, generator=g), "label": label,
-                "task": task}
+        img = (torch.nn.functional.normalize(torch.randn(args.batch, dim, generator=g), dim=-1)
+               if features else torch.randn(args.batch, 3, *res, generator=g))
+        return {"img": img, "label": label, "task": task}
 
     cuda = device.type == "cuda"
     trainer.forward_backward(batch())  # warm-up (allocations, kernels)
@@ -230,6 +283,12 @@ def get_parser():
     for mod in extra.values():
         if hasattr(mod, "add_arguments"):
             mod.add_arguments(p)
+    p.add_argument("--input", default="images", choices=("images", "features"),
+                   help="train: steps on images, or on cached image features (the "
+                   "FEATURE_CACHE.TRAIN_VIEWS path of frozen-encoder trainers)")
+    p.add_argument("--shots", type=int, default=16,
+                   help="train: synthetic training items per class (for trainers that build "
+                   "on the training set, e.g. a key-value cache)")
     p.add_argument("--workers", type=int, default=2, help="grid: workers of the parallel grid")
     p.add_argument("--grid-epochs", type=int, default=10, help="grid: OPTIM.MAX_EPOCH")
     p.add_argument("--nproc", type=int, default=2, help="ddp-text: gloo processes")
@@ -307,13 +366,16 @@ def main(argv=None):
         return cache_bench(args)
     rows = []
     base_ms = {}
+    first = {}  # per arch: the first method's figures (the "vs first" columns)
+    several = len(args.methods) > 1
     for method in args.methods:
         for arch in archs:
             cmd = [sys.executable, osp.abspath(__file__), "--worker", method, "--arch", arch,
                    "--tasks", str(args.tasks), "--classes", str(args.classes),
                    "--batch", str(args.batch), "--steps", str(args.steps),
                    "--device", args.device, "--prec", args.prec,
-                   "--threads", str(args.threads)] + (["--opts", *args.opts] if args.opts else [])
+                   "--threads", str(args.threads), "--input", args.input,
+                   "--shots", str(args.shots)] + (["--opts", *args.opts] if args.opts else [])
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                                   env=dict(os.environ, PYTHONWARNINGS="ignore",
                                            OMP_NUM_THREADS=str(args.threads),
@@ -322,10 +384,14 @@ def main(argv=None):
                 raise SystemExit(f"error: {method} on {arch} failed:\n{proc.stderr[-2000:]}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             base_ms.setdefault(method, r["ms_per_step"])
+            first.setdefault(arch, r)
             decl, _, setting = method_setting(method, arch, args.tasks)
             row = [decl.table_label(setting.variant)]
             if len(archs) > 1:
                 row += [arch, f"{r['ms_per_step'] / base_ms[method]:.2f}"]
+            if several:
+                row += [f"{r['ms_per_step'] / first[arch]['ms_per_step']:.3g}",
+                        f"{r['peak_mb'] / first[arch]['peak_mb']:.3g}"]
             rows.append(row + [
                 f"{r['ms_per_step']:.1f}", f"{r['images_per_s']:.2f}", f"{r['peak_mb']:.0f}",
                 "-" if r["after_build_mb"] is None else f"{r['after_build_mb']:.0f}",
@@ -333,8 +399,11 @@ def main(argv=None):
     mem = "peak GPU MB" if args.device == "cuda" else "peak RSS MB"
     print(f"arch {' vs '.join(archs)} (random weights), {args.tasks} tasks x {args.classes} "
           f"classes, batch {args.batch}, {args.steps} timed steps, device {args.device}, "
-          f"{args.threads} thread(s)")
-    headers = ["method"] + (["arch", f"time vs {archs[0]}"] if len(archs) > 1 else []) + [
+          f"{args.threads} thread(s), input {args.input}"
+          + (f" ({args.shots} training items per class)" if args.input == "features" else ""))
+    vs = args.methods[0].split(":")[0]
+    headers = ["method"] + (["arch", f"time vs {archs[0]}"] if len(archs) > 1 else []) + (
+        [f"time vs {vs}", f"memory vs {vs}"] if several else []) + [
         "ms/step", "images/s", mem, "RSS after build MB", "trainable params"]
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
 

@@ -77,6 +77,10 @@ class ClipTrainer(TrainerX):
         self._train_views = None  # (views, items, dim) features, FEATURE_CACHE.TRAIN_VIEWS
         self.cfg = cfg
         super().__init__(cfg)
+        if cfg.MODEL.INIT_FROM:  # source-to-target initialisation (a resume overrides it)
+            from .transfer_init import init_from_runs
+
+            init_from_runs(self, cfg.MODEL.INIT_FROM)
         self.check_image_encoder_contract()
 
     def check_image_encoder_contract(self):
