@@ -12,8 +12,7 @@ TINY = {"COOP": "configs/trainers/CoOp/tiny_vit_ep10.yaml",
         "COOP_MT": "configs/trainers/CoOpMT/tiny_vit_ep10.yaml",
         "SOFTCPT": "configs/trainers/SoftCPT/tiny_vit_ep10.yaml",
         "DUALVIEWMI": "configs/trainers/DualViewMI/tiny_vit_ep10.yaml",
-        "KGCOOP": "configs/trainers/KgCoOp/tiny_vit_ep10.yaml",
-        "PROGRAD": "configs/trainers/ProGrad/tiny_vit_ep10.yaml"}
+        "KGCOOP": "configs/trainers/KgCoOp/tiny_vit_ep10.yaml"}
 DIGIT = "a photo of the digit"
 
 

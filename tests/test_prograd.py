@@ -100,9 +100,10 @@ def test_teacher_logits_equal_zero_shot_clip(demo_root):
 
 
 def test_context_starts_from_the_template_with_zero_leading_slots(demo_root):
-    trainer = build(demo_root, "ProGrad", "TRAINER.PROGRAD.N_CTX", "8")
+    trainer = build(demo_root, "ProGrad", "TRAINER.PROGRAD.N_CTX", "8",
+                    "TRAINER.PROGRAD.CTX_INIT", "a photo of the digit")
     ctx = trainer.prompt_learner.ctx.detach()
-    words = "a photo of the digit".split()  # the demo config's words: 5 of 8 slots
+    words = "a photo of the digit".split()  # 5 of 8 slots
     assert torch.equal(ctx[:3], torch.zeros_like(ctx[:3]))
     emb = trainer.clip_model.token_embedding.weight
     from trainers.clip_model import tokenize

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from toolbox.config import declare_neutral
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError, check_choice
 from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
@@ -42,6 +43,7 @@ def extend_cfg(cfg):
     # imagenet: add the global term for ImageNet's classes only (upstream); always; never
     cfg.TRAINER.PLOT.GLOBAL_TERM = "imagenet"
     cfg.TRAINER.PLOT.PREC = "fp16"  # fp16 | amp | bf16 | fp32 (fp32 always on CPU)
+    declare_neutral("TRAINER.PLOT", cfg.TRAINER.PLOT)  # a new group: runs keep their ids
 
 
 @torch.no_grad()

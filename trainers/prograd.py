@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from toolbox.config import declare_neutral
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError
 from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
@@ -44,6 +45,7 @@ def extend_cfg(cfg):
     #   Flowers102, DTD, EuroSAT)
     cfg.TRAINER.PROGRAD.T = 1.0  # distillation temperature
     cfg.TRAINER.PROGRAD.PREC = "fp16"  # fp16 | amp | bf16 | fp32 (fp32 always on CPU)
+    declare_neutral("TRAINER.PROGRAD", cfg.TRAINER.PROGRAD)  # a new group: runs keep their ids
 
 
 def template_words(tasks):

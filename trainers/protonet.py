@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from toolbox.config import declare_neutral
 from toolbox.engine import TRAINER_REGISTRY
 from toolbox.errors import UserError
 from toolbox.methods import FROZEN_ENCODER, Method, Setting, register_method
@@ -29,6 +30,7 @@ PROTOTYPE_FILE = "prototypes.pt"
 def extend_cfg(cfg):
     cfg.TRAINER.PROTONET = CN()
     cfg.TRAINER.PROTONET.PREC = "fp16"  # feature extraction: fp16 | amp | bf16 | fp32
+    declare_neutral("TRAINER.PROTONET", cfg.TRAINER.PROTONET)  # a new group: runs keep their ids
 
 
 def class_prototypes(feats, labels, n_classes):
