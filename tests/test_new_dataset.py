@@ -1,5 +1,5 @@
 """Adding a dataset takes one class, one decorator and one config file
-(README, 'Adding a dataset'): a dataset defined here trains CoOp end to end."""
+(docs/adding_a_dataset.md): a dataset defined here trains CoOp end to end."""
 import json
 import os
 import os.path as osp
@@ -80,19 +80,22 @@ def test_new_dataset_trains_coop_one_epoch(tmp_path):
     assert all(not osp.isabs(p) for p, _, _ in split["test"])
 
 
-def readme_block(start):
-    """The README code block whose first line is ``start``."""
-    with open(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "README.md")) as f:
+DOC = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "docs", "adding_a_dataset.md")
+
+
+def doc_block(start):
+    """The code block of docs/adding_a_dataset.md whose first line is ``start``."""
+    with open(DOC) as f:
         text = f.read()
     i = text.index(start)
     return text[i:text.index("```", i)]
 
 
-def test_readme_multitask_example_trains_two_tasks(tmp_path):
-    """'Adding a dataset': the multi-task example, run exactly as the README shows it."""
+def test_doc_multitask_example_trains_two_tasks(tmp_path):
+    """docs/adding_a_dataset.md: the multi-task example, run exactly as the page shows it."""
     names = ("ToyShape", "ToyColour", "ToyAttrs")
     if not all(n in DATASET_REGISTRY.registered_names() for n in names):
-        exec(compile(readme_block("# datasets/toy_attrs.py"), "README.md", "exec"), {})
+        exec(compile(doc_block("# datasets/toy_attrs.py"), DOC, "exec"), {})
     root = tmp_path / "data"
     write_shapes(str(root / "toy_attrs" / "shape"), per_class=10)
     rng = np.random.default_rng(1)
@@ -104,7 +107,7 @@ def test_readme_multitask_example_trains_two_tasks(tmp_path):
             path.parent.mkdir(parents=True, exist_ok=True)
             im.save(path)
     config = tmp_path / "toy_attrs.yaml"
-    config.write_text(readme_block("# configs/datasets/toy_attrs.yaml"))
+    config.write_text(doc_block("# configs/datasets/toy_attrs.yaml"))
     out = tmp_path / "out"
     cfg = make_cfg(root, str(config), "configs/trainers/CoOp/tiny_vit_ep10.yaml",
                    ["--trainer", "CoOp", "--seed", "1", "--output-dir", str(out),

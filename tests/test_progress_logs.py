@@ -80,7 +80,7 @@ def test_log_file_is_line_buffered(tmp_path):
 
 
 def test_tqdm_disable_turns_off_every_bar():
-    """TQDM_DISABLE=1 (README) silences the bars, the tiny pre-training's too, whose
+    """TQDM_DISABLE=1 (docs/reproducibility.md) silences the bars, the tiny pre-training's too, whose
     caller passes disable=False when it wants a bar."""
     import subprocess
     import sys

@@ -1,4 +1,4 @@
-"""What every method script and real-backbone config promises (README, 'On a GPU'):
+"""What every method script and real-backbone config promises (docs/running_many.md, docs/reproducibility.md):
 scripts/main.sh hands a method's runs to the grid runner (so SEEDS, OPTS, WORKERS, GPUS
 and EXECUTOR apply, finished runs are skipped and interrupted ones resume; the grid's
 behaviour is pinned in test_grid.py), each scripts/<method>/main.sh is that script for

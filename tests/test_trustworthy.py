@@ -290,7 +290,7 @@ def test_folder_with_only_results_of_another_config_is_refused(run, demo_root, t
 def test_same_config_continues_and_eval_epochs(run, demo_root, tmp_path):
     """Re-running the same config (up to OUTPUT_DIR, RESUME, PRINT_FREQ, ...)
     into a finished run without --resume continues it, as in Dassl and as the
-    README says: no epochs left, the result and its epoch are the run's; crash
+    docs/reproducibility.md says: no epochs left, the result and its epoch are the run's; crash
     leftovers go. (A bare --resume in front of the overrides, which must not
     take the first KEY as its folder, is run by the resume_* cases above and
     by the control run of test_damaged_fewshot_cache_warns_and_draws_again.)"""
