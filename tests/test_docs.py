@@ -19,7 +19,7 @@ PAGES = sorted(["README.md", "DATASETS.md"]
 
 # Pages other branches add (the lead merges them): a link may name them before they land
 # here. Empty this set once they are on main.
-PENDING = {f"docs/methods/{m}.md" for m in ("ivlp", "maple", "promptsrc")}
+PENDING = set()  # pages another branch adds (none now)
 PENDING_FLAGS = set()  # (tool, flag) pairs another branch adds
 
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
