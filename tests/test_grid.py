@@ -160,6 +160,9 @@ def test_a_failing_run_does_not_stop_the_grid(demo_root, tmp_path):
     assert f"failed: {bad} (exit 2); log: {bad}/grid.log" in proc.stdout
     with open(tmp_path / bad / "grid.log") as f:
         assert "error: " in f.read()
+    # with 2 workers nothing is echoed: the run's own error line is in the grid's output
+    shown = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip().startswith("error: ")]
+    assert shown and "class token position" in shown[0] and "bogus" in shown[0], proc.stdout
     assert (tmp_path / "output/demo/ZeroshotCLIP/tiny_vit_0shots/task/seed1/results.json").exists()
 
 

@@ -8,6 +8,7 @@ what the scripts ask of them.
                                 # TRAINER<TAB>SCHEDULE<TAB>TINY SCHEDULE for scripts/protocols.sh
 """
 import argparse
+import glob
 import json
 import os
 import os.path as osp
@@ -41,9 +42,52 @@ def comparison_entries(names=None, environ=os.environ):
     return out
 
 
+def _index_file():
+    """A cache of every method's protocol schedules, keyed by the trainer files' names,
+    sizes and modification times (a protocol step asks once per script call; without
+    it each call imported torch and every trainer, seconds of CPU, for one line)."""
+    import hashlib
+    import tempfile
+
+    files = sorted(glob.glob(osp.join(ROOT, "trainers", "*.py")) +
+                   [osp.join(ROOT, "toolbox", "methods.py")])
+    key = hashlib.sha256(repr([(f, os.stat(f).st_mtime_ns, os.stat(f).st_size)
+                               for f in files]).encode()).hexdigest()[:16]
+    return osp.join(tempfile.gettempdir(), f"toolbox-protocol-schedules-{key}.json")
+
+
+def _schedules():
+    """{method: {protocol: [trainer, real, tiny]}} for every registered method."""
+    out = {}
+    for name, m in load_methods().items():
+        out[name] = {}
+        for protocol in m.protocols:
+            schedule = m.protocol_schedule
+            if isinstance(schedule, dict):
+                schedule = schedule.get(protocol) or schedule.get("default")
+            if schedule and protocol != "fewshot":
+                out[name][protocol] = [m.trainer, *schedule]
+    return out
+
+
 def protocol_schedule(name, protocol):
     """(trainer, real schedule, tiny schedule) a method runs in a generalisation
     protocol: configs/trainers/<trainer>/<backbone>_<schedule>.yaml."""
+    path = _index_file()
+    try:
+        with open(path) as f:
+            index = json.load(f)
+    except (OSError, ValueError):
+        index = _schedules()
+        from toolbox.utils import atomic_write
+
+        try:
+            atomic_write(path, lambda f: f.write(json.dumps(index)))
+        except OSError:
+            pass  # no cache: answered all the same
+    entry = index.get(str(name).strip().lower())
+    if entry is not None and protocol in entry:
+        return tuple(entry[protocol])
     load_methods()
     m = get_method(name)
     if protocol not in m.protocols or not m.protocol_schedule:
