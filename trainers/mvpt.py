@@ -141,8 +141,6 @@ class MUPTPromptLearner(MVPTPromptLearner):
 class _MVLPTVision(VLPromptTrainer):
     """MVPT/MUPT: VLPromptTrainer with MVLPT's placement and MCoOp's union loss."""
 
-    image_encoder = ImageEncoder(frozen_in_training=False, frozen_in_evaluation=False)
-
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         check_choice(f"TRAINER.{self.prec_key}.LOSS", cfg.TRAINER[self.prec_key].LOSS, LOSSES)
@@ -172,6 +170,7 @@ class _MVLPTVision(VLPromptTrainer):
 @TRAINER_REGISTRY.register()
 class MVPT(_MVLPTVision):
     prec_key = "MVPT"
+    image_encoder = ImageEncoder(frozen_in_training=False, frozen_in_evaluation=False)  # prompted
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
@@ -187,6 +186,7 @@ class MVPT(_MVLPTVision):
 @TRAINER_REGISTRY.register()
 class MUPT(_MVLPTVision):
     prec_key = "MUPT"
+    image_encoder = ImageEncoder(frozen_in_training=False, frozen_in_evaluation=False)  # prompted
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
