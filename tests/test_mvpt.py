@@ -23,7 +23,8 @@ import trainers  # noqa: F401
 
 def build(root, trainer, *opts, out=None, shots=2, seed=1):
     out = out or tempfile.mkdtemp(prefix=f"{trainer.lower()}-", dir=root)
-    cfg = make_cfg(root, "configs/datasets/demo.yaml", f"configs/trainers/{trainer}/tiny_vit_ep10.yaml",
+    config = f"configs/trainers/{trainer}/tiny_vit_ep10.yaml"
+    cfg = make_cfg(root, "configs/datasets/demo.yaml", config,
                    ["--trainer", trainer, "--output-dir", out, "--seed", str(seed),
                     "DATASET.NUM_SHOTS", str(shots), "VERBOSE", "False", "TEST.NO_TEST", "True",
                     "TRAIN.PRINT_FREQ", "1000", *opts])
@@ -35,7 +36,8 @@ def test_mvpt_prompts_sit_after_cls_after_ln_pre_at_every_layer(demo_root):
     trainer = build(demo_root, "MVPT")
     tower, v = trainer.vision, trainer.clip_model.visual
     prompts = trainer.prompt_learner.vpt.detach()  # (layers, n, width): input + deep
-    assert prompts.shape[0] == tower.layers >= 2 and trainer.image_encoder.frozen_in_training is False
+    assert prompts.shape[0] == tower.layers >= 2
+    assert trainer.image_encoder.frozen_in_training is False
     n = prompts.shape[1]
     image = batch_of(trainer)[0][:3]
     seen, handles = record_block_inputs(tower.blocks, tower.tdim == 1)
@@ -60,6 +62,13 @@ def test_mvpt_prompts_sit_after_cls_after_ln_pre_at_every_layer(demo_root):
         tokens = trainer.prompt_learner.tokens()
         frozen_text = F.normalize(trainer.clip_model.encode_text(tokens), dim=-1)
         torch.testing.assert_close(trainer.class_text_features(), frozen_text, rtol=0, atol=1e-5)
+        # union loss (upstream's): cross-entropy over all 14 classes of the 3 tasks
+        image, label, task = batch_of(trainer)
+        loss, logits = trainer.forward_train(image, label, task)[:2]
+        want = trainer.logit_scale * trainer.image_features(image) @ frozen_text.t()
+        assert logits.shape == (len(label), 14)
+        torch.testing.assert_close(loss, F.cross_entropy(want, label), rtol=0, atol=1e-5)
+        image = image[:3]
         # zero-length prompts: exactly the frozen image encoder
         trainer.prompt_learner.vpt = nn.Parameter(torch.zeros(tower.layers, 0, tower.width))
         frozen = F.normalize(trainer.clip_model.encode_image(image), dim=-1)
