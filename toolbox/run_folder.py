@@ -228,6 +228,10 @@ def check_run_folder(cfg, eval_only=False, bare_resume=False):
     checkpoints, even when it is the output folder.
     """
     out = cfg.OUTPUT_DIR
+    pid = folder_in_use(out) if out and not eval_only else None
+    if pid is not None:  # (before its changing checkpoints are read)
+        raise UserError(f"output folder {out} is in use by another run (process {pid}); wait "
+                        "for it to end or stop it, then run again")
     digest = config_digest(cfg)
     resume = "" if eval_only else cfg.RESUME
     own = bool(resume) and osp.abspath(resume) == osp.abspath(out)
