@@ -25,3 +25,18 @@ def assert_learned(trained, control):
     ok, msg = learned(trained, control)
     assert ok, msg
     return msg
+
+
+def epoch_losses(trainer):
+    """Mean training loss of each epoch of ``trainer.train()`` (a built trainer)."""
+    per_epoch = {}
+    step = trainer.forward_backward
+
+    def recorded(batch):
+        out = step(batch)
+        per_epoch.setdefault(trainer.epoch, []).append(out["loss"])
+        return out
+
+    trainer.forward_backward = recorded
+    trainer.train()
+    return [sum(v) / len(v) for _, v in sorted(per_epoch.items())]

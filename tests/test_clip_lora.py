@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import make_cfg, run_train
-from tests.controls import LR0, assert_learned
+from tests.controls import LR0, assert_learned, epoch_losses
 from toolbox.engine import build_trainer
 from toolbox.errors import UserError
 from toolbox.utils import set_random_seed
@@ -88,20 +88,6 @@ def test_a_step_changes_only_adapter_weights(demo_root):
     assert {k.rsplit(".", 1)[-1] for k in changed} == {"A", "B"}  # B from zero; A by decay
     assert all(trainer.lora.state_dict()[k].abs().sum() > 0 for k in changed if k.endswith("B"))
     assert [n for n in trainer.get_model_names()] == ["lora"]
-
-
-def epoch_losses(trainer):
-    per_epoch = {}
-    step = trainer.forward_backward
-
-    def recorded(batch):
-        out = step(batch)
-        per_epoch.setdefault(trainer.epoch, []).append(out["loss"])
-        return out
-
-    trainer.forward_backward = recorded
-    trainer.train()
-    return [sum(v) / len(v) for _, v in sorted(per_epoch.items())]
 
 
 def test_lora_learns_against_lr0_control_for_iterations_per_shot(demo_root):

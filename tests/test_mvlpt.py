@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import make_cfg
-from tests.controls import LR0, assert_learned
+from tests.controls import LR0, assert_learned, epoch_losses
 from tests.test_clip_model import native_encode
 from toolbox.engine import build_trainer
 from toolbox.errors import UserError
@@ -82,20 +82,6 @@ def test_union_loss_equals_a_hand_computation(demo_root):
         trainer_task.prompt_learner.ctx.copy_(trainer.prompt_learner.ctx)
         loss_task = trainer_task.forward_train(image, label, task)[0]
     assert torch.allclose(loss_task, per_task, atol=1e-5), (loss_task.item(), per_task.item())
-
-
-def epoch_losses(trainer):
-    per_epoch = {}
-    step = trainer.forward_backward
-
-    def recorded(batch):
-        out = step(batch)
-        per_epoch.setdefault(trainer.epoch, []).append(out["loss"])
-        return out
-
-    trainer.forward_backward = recorded
-    trainer.train()
-    return [sum(v) / len(v) for _, v in sorted(per_epoch.items())]
 
 
 def test_mcoop_learns_on_demo_against_lr0_control(demo_root):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import make_cfg
-from tests.controls import LR0, assert_learned
+from tests.controls import LR0, assert_learned, epoch_losses
 from toolbox.engine import build_trainer
 from toolbox.utils import set_random_seed
 from trainers.prograd import prograd_projection, soft_cross_entropy
@@ -117,20 +117,6 @@ def test_soft_cross_entropy_ignores_other_tasks_classes():
     p = torch.softmax(teacher[:, :2] / 2, -1)
     want = -(p * torch.log_softmax(student[:, :2] / 2, -1)).sum() * 4
     assert torch.allclose(soft_cross_entropy(student, teacher, 2.0), want)
-
-
-def epoch_losses(trainer):
-    per_epoch = {}
-    step = trainer.forward_backward
-
-    def recorded(batch):
-        out = step(batch)
-        per_epoch.setdefault(trainer.epoch, []).append(out["loss"])
-        return out
-
-    trainer.forward_backward = recorded
-    trainer.train()
-    return [sum(v) / len(v) for _, v in sorted(per_epoch.items())]
 
 
 def test_prograd_learns_on_demo_against_lr0_control(demo_root):

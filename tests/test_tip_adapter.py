@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import make_cfg, run_train
-from tests.controls import LR0, assert_learned
+from tests.controls import LR0, assert_learned, epoch_losses
 from toolbox.data.datasets import Datum
 from toolbox.engine import build_trainer
 from toolbox.metrics.per_task import task_metric
@@ -103,20 +103,6 @@ def test_search_reads_val_only_and_matches_the_best_grid_point(demo_root):
     assert res[0]["search"][task.name]["val"] == best[0]
     assert (res[0]["alpha"][task.name], res[0]["beta"][task.name]) == pytest.approx(best[1])
     assert best[1] != (0.1, 0.1)  # not the grid's first point: the search chose
-
-
-def epoch_losses(trainer):
-    per_epoch = {}
-    step = trainer.forward_backward
-
-    def recorded(batch):
-        out = step(batch)
-        per_epoch.setdefault(trainer.epoch, []).append(out["loss"])
-        return out
-
-    trainer.forward_backward = recorded
-    trainer.train()
-    return [sum(v) / len(v) for _, v in sorted(per_epoch.items())]
 
 
 def test_tip_adapter_f_learns_only_the_keys_against_lr0_control(demo_root):

@@ -207,29 +207,13 @@ def _dotted(data, dotted_key, default=None):
 
 def read_yaml(path):
     """A config YAML as a dict, with its ``_BASE_`` files merged underneath (the
-    including file wins); {} when the file does not exist."""
-    import yaml
+    including file wins; toolbox/config.py resolves them); {} when the file does not
+    exist."""
+    from .config import load_trainer_yaml
 
     if not osp.isfile(path):
         return {}
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a mapping of config keys")
-    bases = data.pop("_BASE_", None) or []
-    merged = {}
-    for base in [bases] if isinstance(bases, str) else bases:
-        _deep_update(merged, read_yaml(osp.join(osp.dirname(path), base)))
-    return _deep_update(merged, data)
-
-
-def _deep_update(into, data):
-    for k, v in data.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _deep_update(into[k], v)
-        else:
-            into[k] = v
-    return into
+    return load_trainer_yaml(path)
 
 
 def recipe_value(trainer, config, dotted_key, default=None):
