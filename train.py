@@ -123,7 +123,7 @@ def main(args):
         # Before joining the process group: a refused folder fails every rank alike, and
         # no rank is left waiting in the group for one that has stopped.
         check_run_folder(cfg, eval_only=args.eval_only,
-                         bare_resume=args.resume == "__output_dir__")
+                         bare_resume=args.resume == "__output_dir__", check_lock=main_rank)
         if main_rank and cfg.OUTPUT_DIR and not args.eval_only:
             lock_run_folder(cfg.OUTPUT_DIR)  # one live run per folder (released at exit)
         distributed.init_from_env(cfg.USE_CUDA)

@@ -214,7 +214,7 @@ def _differences(saved, cfg):
     return shown + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
 
 
-def check_run_folder(cfg, eval_only=False, bare_resume=False):
+def check_run_folder(cfg, eval_only=False, bare_resume=False, check_lock=True):
     """Refuse, before anything is written, a run that would mix with another.
 
     The output folder must be writable and must not hold another config's run
@@ -228,7 +228,8 @@ def check_run_folder(cfg, eval_only=False, bare_resume=False):
     checkpoints, even when it is the output folder.
     """
     out = cfg.OUTPUT_DIR
-    pid = folder_in_use(out) if out and not eval_only else None
+    # (check_lock False: a torchrun rank other than 0, whose rank 0 holds the lock)
+    pid = folder_in_use(out) if out and not eval_only and check_lock else None
     if pid is not None:  # (before its changing checkpoints are read)
         raise UserError(f"output folder {out} is in use by another run (process {pid}); wait "
                         "for it to end or stop it, then run again")
