@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from clip.model import CLIP
 
 from tests.conftest import make_cfg
+from tests.controls import epoch_losses
 from tests.test_clip_model import native_encode
 from toolbox.data.tasks import TaskInfo
 from toolbox.engine import build_trainer
@@ -194,21 +195,6 @@ def test_batch_tasks_only_gives_same_loss_and_gradients_as_all_tasks(demo_root, 
         # equal up to float summation order (prompt batches of different sizes)
         assert torch.allclose(gb, g, atol=1e-4 * g.abs().max().item(), rtol=0), name
         assert g.abs().sum() > 0, name
-
-
-def epoch_losses(trainer):
-    """Run training, recording the mean training loss of every epoch."""
-    per_epoch = {}
-    step = trainer.forward_backward
-
-    def recorded(batch):
-        out = step(batch)
-        per_epoch.setdefault(trainer.epoch, []).append(out["loss"])
-        return out
-
-    trainer.forward_backward = recorded
-    trainer.train()
-    return [sum(v) / len(v) for _, v in sorted(per_epoch.items())]
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

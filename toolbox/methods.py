@@ -168,7 +168,7 @@ class Method:
 
     def setting(self, ctx, variant):
         """The Setting of a run: ``ctx`` a RunContext, ``variant`` a checked variant."""
-        raise NotImplementedError(f"method {self.name} must define setting()")
+        raise TypeError(f"method {self.name} must define setting()")  # (abstract)
 
     def schedule(self, ctx, real, tiny="ep10"):
         """``<backbone>_<real>``, or ``<backbone>_<tiny>`` on the tiny backbones."""
